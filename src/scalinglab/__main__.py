@@ -1,0 +1,3 @@
+from scalinglab.cli import main
+
+raise SystemExit(main())
