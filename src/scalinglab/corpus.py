@@ -1,0 +1,317 @@
+"""The text a study trains on: listed, cut to a byte budget, split by document, recorded.
+
+Two sources:
+
+- ``stdlib`` (default): the running interpreter's own standard-library ``.py`` files, so the
+  default study needs no download. Files are sorted by their path relative to the stdlib root
+  (``site-packages`` and ``dist-packages`` excluded) and taken in that order.
+- ``files``: the user's files or globs (``**`` recursive). ``.jsonl`` files give one document per
+  line (the string field ``text_field``), ``.parquet`` files one per row (the string column
+  ``text_field``), any other file is one plain-text document.
+
+Documents are taken in listing order until ``max_bytes`` UTF-8 bytes of text are reached; the
+document that crosses the budget is cut at a character boundary and marked in the manifest.
+Bytes that are not valid UTF-8 are decoded with ``errors="replace"`` (U+FFFD), so a stray
+Latin-1 file still counts and the text written is always valid UTF-8. Empty documents are dropped.
+
+The validation split is by document: each document gets the key sha256(seed, name) and the
+``round(val_fraction * n)`` documents with the smallest keys (at least 1, at most n - 1) are held
+out. A document's key does not depend on the listing order, so the split is deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import platform
+import sys
+import sysconfig
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from scalinglab.atomic import atomic_path, write_json
+from scalinglab.errors import UserError
+
+SOURCES = ("stdlib", "files")
+_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """The ``corpus`` section of the study config."""
+
+    source: str = "stdlib"
+    """``stdlib``: this interpreter's standard-library ``.py`` files; ``files``: ``paths``."""
+    paths: tuple[str, ...] = ()
+    """Files or globs (``**`` recursive) for ``source: files``; ``.jsonl``, ``.parquet`` or text."""
+    text_field: str = "text"
+    """The field (``.jsonl``) or column (``.parquet``) that holds each document's text."""
+    max_bytes: int = 16_000_000
+    """Byte budget: UTF-8 bytes of document text taken, in listing order."""
+    val_fraction: float = 0.05
+    """Share of documents held out for validation (at least one document each side)."""
+
+
+@dataclass(frozen=True)
+class _Doc:
+    name: str
+    file: str
+    text: str
+    n_bytes: int
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(root: Path | None = None) -> list[str]:
+    """Every ``*.py`` below ``root`` outside site-/dist-packages, as sorted relative posix paths."""
+    root = stdlib_root() if root is None else Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _EXCLUDED_DIRS]
+        rel_dir = Path(dirpath).relative_to(root)
+        found.extend((rel_dir / f).as_posix() for f in filenames if f.endswith(".py"))
+    return sorted(found)
+
+
+def expand_paths(paths: Sequence[str]) -> list[str]:
+    """The files named by ``paths`` in order (each glob's matches sorted), without repeats."""
+    if isinstance(paths, str):
+        raise UserError(f"corpus.paths must be a list of files or globs, not the string {paths!r}")
+    out: dict[str, None] = {}
+    for pattern in paths:
+        expanded = os.path.expanduser(str(pattern))
+        if _GLOB_CHARS & set(expanded):
+            matches = [m for m in sorted(glob.glob(expanded, recursive=True)) if os.path.isfile(m)]
+            if not matches:
+                raise UserError(f"corpus.paths: {pattern!r} matches no file")
+        elif os.path.isdir(expanded):
+            raise UserError(
+                f"corpus.paths: {pattern!r} is a directory; "
+                f"give a glob such as '{pattern}/**/*.txt'"
+            )
+        elif not os.path.isfile(expanded):
+            raise UserError(f"corpus.paths: {pattern!r} does not exist")
+        else:
+            matches = [expanded]
+        out.update(dict.fromkeys(matches))
+    return list(out)
+
+
+def validate_corpus(cfg: CorpusConfig) -> None:
+    """Cheap checks before anything runs; a bad value raises `UserError` naming its key or file."""
+    if cfg.source not in SOURCES:
+        raise UserError(f"corpus.source must be one of {', '.join(SOURCES)}, not {cfg.source!r}")
+    if isinstance(cfg.max_bytes, bool) or not isinstance(cfg.max_bytes, int) or cfg.max_bytes <= 0:
+        raise UserError(f"corpus.max_bytes must be a positive integer, not {cfg.max_bytes!r}")
+    if not isinstance(cfg.val_fraction, int | float) or not 0 < cfg.val_fraction < 1:
+        raise UserError(
+            f"corpus.val_fraction must lie strictly between 0 and 1, not {cfg.val_fraction!r}"
+        )
+    if not isinstance(cfg.text_field, str) or not cfg.text_field:
+        raise UserError(f"corpus.text_field must be a non-empty string, not {cfg.text_field!r}")
+    if cfg.source == "stdlib":
+        if cfg.paths:
+            raise UserError(
+                "corpus.paths is set but corpus.source is 'stdlib'; "
+                "set corpus.source: files to use them"
+            )
+        root = stdlib_root()
+        if not root.is_dir():
+            raise UserError(f"corpus.source: the standard library {str(root)!r} is not a directory")
+        return
+    if not cfg.paths:
+        raise UserError("corpus.paths is empty but corpus.source is 'files'; list files or globs")
+    files = expand_paths(cfg.paths)
+    if sum(os.path.getsize(f) for f in files) == 0:
+        raise UserError(f"corpus.paths: every matched file is empty ({len(files)} files)")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _clean(text: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which cannot be written as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
+def _iter_stdlib() -> Iterator[tuple[str, str, str]]:
+    root = stdlib_root()
+    for rel in stdlib_files(root):
+        yield rel, rel, _decode((root / rel).read_bytes())
+
+
+def _iter_jsonl(path: str, field: str) -> Iterator[tuple[str, str, str]]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(_decode(raw))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or field not in row:
+                raise UserError(f"{where}: no field {field!r} (corpus.text_field)")
+            text = row[field]
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise UserError(
+                    f"{where}: field {field!r} (corpus.text_field) is "
+                    f"{type(text).__name__}, not a string"
+                )
+            yield where, path, _clean(text)
+
+
+def _iter_parquet(path: str, field: str) -> Iterator[tuple[str, str, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path}: not a readable parquet file ({err})") from None
+    schema = pf.schema_arrow
+    if field not in schema.names:
+        raise UserError(
+            f"{path}: no column {field!r} (corpus.text_field); "
+            f"columns are {', '.join(schema.names)}"
+        )
+    kind = schema.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise UserError(f"{path}: column {field!r} (corpus.text_field) has type {kind}, not string")
+    row = 0
+    for batch in pf.iter_batches(columns=[field], batch_size=4096):
+        for text in batch.column(0).to_pylist():
+            if text is not None:
+                yield f"{path}:{row}", path, text
+            row += 1
+
+
+def _iter_files(files: Sequence[str], field: str) -> Iterator[tuple[str, str, str]]:
+    for path in files:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".jsonl":
+            yield from _iter_jsonl(path, field)
+        elif suffix == ".parquet":
+            yield from _iter_parquet(path, field)
+        else:
+            with open(path, "rb") as fh:
+                yield path, path, _decode(fh.read())
+
+
+def _take(raw: Iterator[tuple[str, str, str]], max_bytes: int) -> tuple[list[_Doc], str | None]:
+    """Documents in order until ``max_bytes``; the crossing one is cut at a character boundary."""
+    docs: list[_Doc] = []
+    cut = None
+    total = 0
+    bar = tqdm(
+        total=max_bytes, unit="B", unit_scale=True, desc="corpus", file=sys.stderr, mininterval=1.0
+    )
+    with bar:
+        for name, file, text in raw:
+            data = text.encode("utf-8")
+            if not data:
+                continue
+            room = max_bytes - total
+            if len(data) > room:
+                # errors="ignore" drops a multi-byte character split by the cut.
+                text = data[:room].decode("utf-8", errors="ignore")
+                data = text.encode("utf-8")
+                cut = name
+            if data:
+                docs.append(_Doc(name, file, text, len(data)))
+                total += len(data)
+                bar.update(len(data))
+            if cut is not None or total >= max_bytes:
+                break
+    return docs, cut
+
+
+def val_mask(names: Sequence[str], seed: int, val_fraction: float) -> list[bool]:
+    """Which documents are held out: the ``round(val_fraction * n)`` smallest sha256(seed, name)."""
+    n = len(names)
+    if n < 2:
+        raise UserError(
+            f"the corpus has {n} document(s); a train/val split needs at least 2 "
+            "(corpus.paths, corpus.max_bytes)"
+        )
+    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    keys = [hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest() for name in names]
+    held = set(sorted(range(n), key=keys.__getitem__)[:n_val])
+    return [i in held for i in range(n)]
+
+
+def _write_split(target: Path, docs: Sequence[_Doc]) -> str:
+    digest = hashlib.sha256()
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        for doc in docs:
+            fh.write(json.dumps({"name": doc.name, "text": doc.text}, ensure_ascii=False) + "\n")
+            digest.update(doc.text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def prepare_corpus(cfg: CorpusConfig, seed: int, out_dir: Path) -> dict:
+    """Write ``train.jsonl``, ``val.jsonl`` and ``manifest.json`` under ``out_dir``; return the
+    manifest. Each sha256 is over the UTF-8 text of the documents concatenated in file order
+    (``all``: in corpus order, before the split, so it does not depend on the seed)."""
+    validate_corpus(cfg)
+    out_dir = Path(out_dir)
+    if cfg.source == "stdlib":
+        raw = _iter_stdlib()
+    else:
+        raw = _iter_files(expand_paths(cfg.paths), cfg.text_field)
+    docs, cut = _take(raw, cfg.max_bytes)
+    if not docs:
+        raise UserError("corpus.paths: the corpus has no non-empty document")
+    mask = val_mask([d.name for d in docs], seed, cfg.val_fraction)
+    train = [d for d, held in zip(docs, mask, strict=True) if not held]
+    val = [d for d, held in zip(docs, mask, strict=True) if held]
+    overall = hashlib.sha256()
+    files: dict[str, dict] = {}
+    for doc in docs:
+        overall.update(doc.text.encode("utf-8"))
+        entry = files.setdefault(doc.file, {"path": doc.file, "bytes": 0, "documents": 0})
+        entry["bytes"] += doc.n_bytes
+        entry["documents"] += 1
+    total = sum(d.n_bytes for d in docs)
+    manifest = {
+        "source": cfg.source,
+        "python_version": platform.python_version() if cfg.source == "stdlib" else None,
+        "text_field": cfg.text_field if cfg.source == "files" else None,
+        "max_bytes": cfg.max_bytes,
+        "val_fraction": cfg.val_fraction,
+        "seed": seed,
+        "total_bytes": total,
+        "truncated_document": cut,
+        "n_documents": {"train": len(train), "val": len(val), "all": len(docs)},
+        "bytes": {"train": sum(d.n_bytes for d in train), "val": sum(d.n_bytes for d in val)},
+        "sha256": {
+            "train": _write_split(out_dir / "train.jsonl", train),
+            "val": _write_split(out_dir / "val.jsonl", val),
+            "all": overall.hexdigest(),
+        },
+        "files": list(files.values()),
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def read_documents(jsonl: Path) -> Iterator[str]:
+    """The texts of a split file written by `prepare_corpus`, in order."""
+    with open(jsonl, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)["text"]
