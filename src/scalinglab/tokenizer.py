@@ -27,7 +27,8 @@ from scalinglab.errors import UserError
 EOT = "<|endoftext|>"
 SPECIAL_TOKENS = (EOT,)
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
-MAX_VOCAB = 2**32  # ids 0 .. 2**32 - 1 are the most a uint32 token file can hold
+# Below 2**32, as the study check has it (a uint32 file could hold one more id; no one needs it).
+MAX_VOCAB = 2**32 - 1
 _BATCH_DOCS = 128
 
 
@@ -48,7 +49,7 @@ def check_vocab_size(vocab_size: int) -> None:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """``uint16`` when every id (< vocab_size) fits, else ``uint32``; `UserError` above 2**32."""
+    """``uint16`` when every id (< vocab_size) fits, else ``uint32``; `UserError` from 2**32."""
     check_vocab_size(vocab_size)
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
@@ -118,15 +119,24 @@ def _encode_split(tok, jsonl: Path, target: Path, dtype: np.dtype, eot_id: int) 
     return {"tokens": n_tokens, "documents": n_docs, "bytes": n_bytes, "sha256": digest.hexdigest()}
 
 
-def encode_corpus(tokenizer_path: Path, corpus_dir: Path, out_dir: Path) -> dict:
-    """Write ``train.bin``, ``val.bin`` and ``meta.json`` under ``out_dir``; return the meta."""
+def load_tokenizer(tokenizer_path: Path):
+    """The saved tokenizer, set so that ``decode(encode(text)) == text`` for every string."""
     from tokenizers import Tokenizer
 
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    # A document that spells "<|endoftext|>" is encoded as ordinary bytes, so the only
+    # end-of-text ids in a token file are the separators. tokenizer.json does not store this flag.
+    tok.encode_special_tokens = True
+    return tok
+
+
+def encode_corpus(tokenizer_path: Path, corpus_dir: Path, out_dir: Path) -> dict:
+    """Write ``train.bin``, ``val.bin`` and ``meta.json`` under ``out_dir``; return the meta."""
     tokenizer_path, corpus_dir, out_dir = Path(tokenizer_path), Path(corpus_dir), Path(out_dir)
     for needed in (tokenizer_path, corpus_dir / "train.jsonl", corpus_dir / "val.jsonl"):
         if not needed.is_file():
             raise UserError(f"{needed}: no such file")
-    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok = load_tokenizer(tokenizer_path)
     eot_id = tok.token_to_id(EOT)
     if eot_id is None:
         raise UserError(f"{tokenizer_path}: has no {EOT} token")
