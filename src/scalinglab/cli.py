@@ -8,14 +8,203 @@ A `UserError` becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from scalinglab.errors import EXIT_USER_ERROR, UserError
+
+
+def _check_config(args) -> None:
+    from scalinglab.config import StudyConfig, from_dict
+    from scalinglab.corpus import validate_corpus
+    from scalinglab.study import excluded_runs, plan_isoflop, trained_runs
+
+    cfg = from_dict(StudyConfig, merged_config(args.configs))
+    table = plan_isoflop(cfg)
+    validate_corpus(cfg.corpus)
+    trained = trained_runs(table)
+    print(f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets -> "
+          f"{len(trained)} branches to train, {trained['C_actual'].sum():.3g} FLOPs in all")
+    for row in excluded_runs(table).itertuples():
+        print(f"  left out {row.run_id}: {row.reason}")
+
+
+def merged_config(paths: list[str]) -> dict:
+    """Merge YAML files the way `snakemake --configfile` does: later files override, mappings
+    merge key by key, lists are replaced."""
+    import yaml
+
+    merged: dict = {}
+    for path in paths:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: a config file must be a mapping of keys")
+        _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def _prepare_corpus(args) -> None:
+    from scalinglab.config import StudyConfig, from_dict
+    from scalinglab.corpus import prepare_corpus, validate_corpus
+
+    cfg = from_dict(StudyConfig, _read_json(args.config))
+    validate_corpus(cfg.corpus)
+    prepare_corpus(cfg.corpus, cfg.seed, Path(args.out_dir))
+
+
+def _train_tokenizer(args) -> None:
+    from scalinglab.tokenizer import train_tokenizer
+
+    train_tokenizer(Path(args.corpus_dir) / "train.jsonl", args.vocab_size, Path(args.out))
+
+
+def _encode_corpus(args) -> None:
+    from scalinglab.tokenizer import encode_corpus
+
+    encode_corpus(Path(args.tokenizer), Path(args.corpus_dir), Path(args.out_dir))
+
+
+def _plan_study(args) -> None:
+    from scalinglab import atomic
+    from scalinglab.config import StudyConfig, from_dict
+    from scalinglab.study import check_epochs, plan_isoflop
+
+    cfg = from_dict(StudyConfig, _read_json(args.config))
+    meta = _read_json(args.meta)
+    table = check_epochs(cfg, plan_isoflop(cfg), int(meta["train_tokens"]))
+    atomic.write_text(args.out, table.to_csv(index=False))
+
+
+def _train_stable(args) -> None:
+    from scalinglab.train import train_stable
+
+    train_stable(args.spec, args.data_dir, args.out_dir, threads=args.threads)
+
+
+def _decay_branch(args) -> None:
+    from scalinglab.train import decay_branch
+
+    decay_branch(args.spec, args.label, args.checkpoint, args.data_dir, args.out_dir,
+                 threads=args.threads)
+
+
+def _collect_metrics(args) -> None:
+    from scalinglab import atomic
+    from scalinglab.metrics import collect
+
+    runs, curves = collect(args.stable, args.branches)
+    atomic.write_text(args.runs_out, runs.to_csv(index=False))
+    atomic.write_text(args.curves_out, curves.to_csv(index=False))
+
+
+def _plot(args) -> None:
+    from scalinglab import plots
+
+    plots.draw(args.figure, args)
+
+
+def _bench(args) -> None:
+    from scalinglab import bench
+
+    bench.run(args)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scalinglab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("check-config", help="validate study config(s) and print the plan")
+    p.add_argument("configs", nargs="+", help="YAML files, merged in order like --configfile")
+    p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("prepare-corpus", help="collect documents, split train/val by document")
+    p.add_argument("--config", required=True, help="resolved study config (JSON)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_prepare_corpus)
+
+    p = sub.add_parser("train-tokenizer", help="train a byte-level BPE on the training split")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_train_tokenizer)
+
+    p = sub.add_parser("encode-corpus", help="encode both splits into flat token files")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_encode_corpus)
+
+    p = sub.add_parser("plan-study", help="expand the study table and check epochs")
+    p.add_argument("--config", required=True, help="resolved study config (JSON)")
+    p.add_argument("--meta", required=True, help="meta.json of the token files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_plan_study)
+
+    for verb, func, helptext in (
+        ("train-stable", _train_stable, "warmup + stable phase of one series, with branch points"),
+        ("decay-branch", _decay_branch, "decay one branch from its stable checkpoint"),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("--spec", required=True, help="series spec (JSON)")
+        p.add_argument("--data-dir", required=True,
+                       help="folder with train.bin, val.bin and meta.json")
+        p.add_argument("--out-dir", required=True)
+        p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+        if verb == "decay-branch":
+            p.add_argument("--label", required=True)
+            p.add_argument("--checkpoint", required=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("collect-metrics", help="runs.csv and curves.csv from finished runs")
+    p.add_argument("--stable", nargs="*", default=[], help="run.json of each stable run")
+    p.add_argument("--branches", nargs="+", required=True, help="run.json of each branch")
+    p.add_argument("--runs-out", required=True)
+    p.add_argument("--curves-out", required=True)
+    p.set_defaults(func=_collect_metrics)
+
+    p = sub.add_parser("plot", help="draw one of the study's figures")
+    p.add_argument("figure", choices=("loss-curves", "isoflop", "compute-optimal"))
+    p.add_argument("--runs", help="runs.csv")
+    p.add_argument("--curves", help="curves.csv")
+    p.add_argument("--fit", help="isoflop.json")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    p.add_argument("what", choices=("train",))
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--block-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.set_defaults(func=_bench)
 
     from scalinglab import fit_cli
 

@@ -1,0 +1,26 @@
+# scalinglab: a scaling-law study as a Snakemake DAG in which every figure is a target.
+# The logic lives in the `scalinglab` package; these files only wire its CLI together.
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/laws.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/metrics/runs.csv",
+        "results/fits/isoflop.json",
+        STUDY_FIGURES,

@@ -1,0 +1,79 @@
+"""Metric extraction: the runs' `run.json` and `metrics.jsonl` files into two tidy tables.
+
+- `runs.csv`: one row per finished branch (the final validation loss of a (size, budget) run),
+  the input of the IsoFLOP fit.
+- `curves.csv`: every evaluation of every stable run and branch (a long table), the input of the
+  loss-curve figure and of the lower-envelope fit (Chinchilla Method 1).
+Nothing here reads stdout or logs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from scalinglab.errors import UserError
+
+RUN_COLUMNS = [
+    "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
+    "N_total", "D", "C", "loss", "schedule", "lr", "batch_size", "steps", "wall_seconds",
+]
+
+
+def _read_run(run_json: Path) -> tuple[dict, list[dict]]:
+    try:
+        record = json.loads(run_json.read_text())
+        lines = (run_json.parent / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError as err:
+        raise UserError(f"{err.filename}: missing run output") from None
+    return record, [json.loads(line) for line in lines if line.strip()]
+
+
+def run_row(record: dict) -> dict:
+    spec = record["spec"]
+    model = spec["model"]
+    return {
+        "run_id": record["run_id"],
+        "series_id": spec["series_id"],
+        "label": record["label"],
+        "parametrization": spec["parametrization"]["name"],
+        "n_layer": model["n_layer"],
+        "n_embd": model["n_embd"],
+        "n_head": model["n_head"],
+        "N": spec["N"],
+        "N_total": spec["N_total"],
+        "D": record["D"],
+        "C": record["C"],
+        "loss": record["final_val_loss"],
+        "schedule": spec["schedule_name"],
+        "lr": spec["training"]["lr"],
+        "batch_size": spec["training"]["batch_size"],
+        "steps": record["steps"],
+        "wall_seconds": record["wall_seconds"],
+    }
+
+
+def collect(stable_jsons: list[Path], branch_jsons: list[Path]) -> tuple[pd.DataFrame,
+                                                                         pd.DataFrame]:
+    """Return (runs, curves) from the run.json files of stable runs and branches."""
+    runs, curves = [], []
+    for kind, paths in (("stable", stable_jsons), ("branch", branch_jsons)):
+        for path in paths:
+            record, rows = _read_run(Path(path))
+            spec = record["spec"]
+            run_id = record["run_id"] if kind == "branch" else f"{spec['series_id']}_stable"
+            if kind == "branch":
+                runs.append(run_row(record))
+            for row in rows:
+                curves.append({
+                    "run_id": run_id, "series_id": spec["series_id"], "kind": kind,
+                    "label": record.get("label", "stable"), "N": spec["N"], "step": row["step"],
+                    "D": row["tokens"], "C": row["flops"], "lr": row["lr"],
+                    "train_loss": row["train_loss"], "loss": row["val_loss"],
+                    "elapsed": row["elapsed"],
+                })
+    runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS).sort_values(["C", "N"])
+    curves_df = pd.DataFrame(curves)
+    return runs_df.reset_index(drop=True), curves_df

@@ -1,0 +1,232 @@
+"""The study as a table: the config expanded into one row per (size, budget) run.
+
+Snakemake never builds ids or loops over sizes itself: it reads this table. One stable (warmup +
+constant LR) run per size, the *series*, serves every compute budget through a labelled
+"rewind-decay" branch (WSD, arXiv:2404.06395 / arXiv:2405.18392): the stable run saves a
+checkpoint where each budget's decay would begin, and each (size, budget) branch decays from it.
+
+Every series of a phase carries the same labels (one per budget), so the stable rule's outputs are
+named files known when the DAG is built. A (size, budget) pair that cannot make a useful run
+(fewer than `min_steps` steps, or a decay that would start inside warmup) is left out of the
+branch table, with the reason, but its checkpoint is still written: it costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from scalinglab.config import SizeConfig, StudyConfig, to_dict
+from scalinglab.errors import UserError
+from scalinglab.flops import model_counts
+from scalinglab.model import GPTConfig
+from scalinglab.parametrization import model_multipliers
+from scalinglab.schedule import decay_start_step
+
+ISOFLOP_PHASE = "isoflop"
+
+
+def format_number(x: float) -> str:
+    """Canonical short text for a number in an id: 3e-03, 1.5e12, 16 (fixed, locale-free)."""
+    if float(x).is_integer() and abs(x) < 1e5:
+        return str(int(x))
+    mantissa, exponent = f"{x:.3e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    exp = int(exponent)
+    return f"{mantissa}e{exp:03d}" if exp < 0 else f"{mantissa}e{exp}"
+
+
+def size_label(size: SizeConfig) -> str:
+    return f"l{size.n_layer}-d{size.n_embd}-h{size.n_head}"
+
+
+def series_id(parametrization: str, size: SizeConfig, lr: float, batch_size: int) -> str:
+    return f"{parametrization}-{size_label(size)}-lr{format_number(lr)}-b{batch_size}"
+
+
+def budget_label(budget: float) -> str:
+    return f"C{format_number(budget)}"
+
+
+def gpt_config(cfg: StudyConfig, size: SizeConfig) -> GPTConfig:
+    multipliers = model_multipliers(cfg.parametrization, size.n_layer, size.n_embd, size.n_head)
+    return GPTConfig(
+        vocab_size=cfg.tokenizer.vocab_size,
+        block_size=cfg.model.block_size,
+        n_layer=size.n_layer,
+        n_embd=size.n_embd,
+        n_head=size.n_head,
+        mlp_ratio=cfg.model.mlp_ratio,
+        **multipliers,
+    )
+
+
+def check_config(cfg: StudyConfig) -> None:
+    """Semantic checks that types alone cannot express; raise UserError naming the key."""
+    for i, size in enumerate(cfg.model.sizes):
+        if size.n_embd % size.n_head:
+            raise UserError(
+                f"model.sizes[{i}]: n_head={size.n_head} does not divide n_embd={size.n_embd}"
+            )
+    labels = [size_label(s) for s in cfg.model.sizes]
+    if len(set(labels)) != len(labels):
+        raise UserError("model.sizes: the same size is listed twice")
+    budgets = [budget_label(b) for b in cfg.isoflop.budgets]
+    if len(set(budgets)) != len(budgets):
+        raise UserError("isoflop.budgets: two budgets share the same label (listed twice?)")
+    if cfg.tokenizer.vocab_size >= 2**32:
+        raise UserError("tokenizer.vocab_size: must be below 2**32 to fit a uint32 token file")
+    gpt_config(cfg, cfg.model.sizes[0])  # lets the parametrization reject its own bad keys
+
+
+def warmup_steps(cfg: StudyConfig) -> int:
+    return math.ceil(cfg.training.warmup_tokens / batch_tokens(cfg))
+
+
+def batch_tokens(cfg: StudyConfig) -> int:
+    return cfg.training.batch_size * cfg.model.block_size
+
+
+def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
+    """Expand the IsoFLOP grid into one row per (size, budget). Rows that will not be trained
+    carry their `reason`; `reason == ""` marks a branch to train (see `trained_runs`)."""
+    check_config(cfg)
+    rows = []
+    for size in cfg.model.sizes:
+        counts = model_counts(gpt_config(cfg, size), cfg.flops.convention)
+        sid = series_id(cfg.parametrization.name, size, cfg.training.lr, cfg.training.batch_size)
+        for budget in cfg.isoflop.budgets:
+            steps = round(budget / (counts.flops_per_token * batch_tokens(cfg)))
+            if cfg.schedule.kind == "cosine":
+                decay_start = 0  # a cosine run cannot be branched: it trains from the start
+            else:
+                decay_start = decay_start_step(
+                    steps, cfg.schedule.decay_fraction, cfg.schedule.decay_shape
+                )
+            tokens = steps * batch_tokens(cfg)
+            rows.append(
+                {
+                    "phase": ISOFLOP_PHASE,
+                    "series_id": sid,
+                    "label": budget_label(budget),
+                    "run_id": f"{sid}_{budget_label(budget)}",
+                    "parametrization": cfg.parametrization.name,
+                    "n_layer": size.n_layer,
+                    "n_embd": size.n_embd,
+                    "n_head": size.n_head,
+                    "lr": cfg.training.lr,
+                    "batch_size": cfg.training.batch_size,
+                    "schedule": schedule_name(cfg),
+                    "N": counts.N,
+                    "N_total": counts.N_total,
+                    "flops_per_token": counts.flops_per_token,
+                    "C": float(budget),
+                    "C_actual": counts.flops_per_token * tokens,
+                    "D": tokens,
+                    "steps": steps,
+                    "decay_start": decay_start,
+                    "warmup_steps": warmup_steps(cfg),
+                }
+            )
+    table = pd.DataFrame(rows)
+    table["stable_steps"] = table.groupby("series_id")["decay_start"].transform("max")
+    table["reason"] = [_exclusion_reason(cfg, row) for row in table.itertuples()]
+    _check_every_budget_has_runs(cfg, table)
+    return table
+
+
+def trained_runs(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["reason"] == ""].reset_index(drop=True)
+
+
+def excluded_runs(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["reason"] != ""].reset_index(drop=True)
+
+
+def schedule_name(cfg: StudyConfig) -> str:
+    if cfg.schedule.kind == "cosine":
+        return "cosine"
+    return f"wsd-{cfg.schedule.decay_shape}-{format_number(cfg.schedule.decay_fraction)}"
+
+
+def _exclusion_reason(cfg: StudyConfig, row) -> str:
+    if row.steps < 1:
+        return "budget too small for one optimizer step"
+    if row.steps < cfg.isoflop.min_steps:
+        return f"{row.steps} steps < isoflop.min_steps={cfg.isoflop.min_steps}"
+    if cfg.schedule.kind == "wsd" and row.decay_start < row.warmup_steps:
+        return (
+            f"decay would start at step {row.decay_start}, inside the warmup "
+            f"({row.warmup_steps} steps from training.warmup_tokens)"
+        )
+    return ""
+
+
+def _check_every_budget_has_runs(cfg, table: pd.DataFrame) -> None:
+    for budget in cfg.isoflop.budgets:
+        rows = table[table["C"] == float(budget)]
+        if not (rows["reason"] == "").any():
+            reasons = rows["reason"]
+            raise UserError(
+                f"isoflop.budgets: budget {budget:.3g} gives no usable run for any size "
+                f"(e.g. {reasons.iloc[0]})"
+            )
+
+
+def check_epochs(cfg: StudyConfig, table: pd.DataFrame, train_tokens: int) -> pd.DataFrame:
+    """Add an `epochs` column; refuse a study whose trained runs repeat the corpus too often."""
+    table = table.copy()
+    table["epochs"] = table["D"] / train_tokens
+    trained = trained_runs(table)
+    worst = trained.loc[trained["epochs"].idxmax()]
+    if worst["epochs"] > cfg.isoflop.max_epochs:
+        raise UserError(
+            f"isoflop.max_epochs: run {worst['run_id']} needs {worst['D']:,} tokens = "
+            f"{worst['epochs']:.1f} epochs of the {train_tokens:,} training tokens "
+            f"(limit {cfg.isoflop.max_epochs:g}); lower the budget, raise corpus.max_bytes "
+            f"or isoflop.max_epochs"
+        )
+    return table
+
+
+def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
+    """The resolved spec of one series: everything its stable run and branches need.
+
+    Every label of the phase is listed, trained or not, so that the stable rule's outputs are the
+    same for every series; `trained` says which branches run.
+    """
+    rows = table[table["series_id"] == sid]
+    if rows.empty:
+        raise UserError(f"unknown series {sid!r}")
+    first = rows.iloc[0]
+    size = SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head))
+    resolved = to_dict(cfg)
+    return {
+        "series_id": sid,
+        "phase": str(first.phase),
+        "seed": cfg.seed,
+        "model": to_dict(gpt_config(cfg, size)),
+        "parametrization": resolved["parametrization"],
+        "training": resolved["training"],
+        "schedule": resolved["schedule"],
+        "schedule_name": str(first.schedule),
+        "flops_convention": cfg.flops.convention,
+        "N": int(first.N),
+        "N_total": int(first.N_total),
+        "flops_per_token": float(first.flops_per_token),
+        "warmup_steps": int(first.warmup_steps),
+        "stable_steps": int(first.stable_steps),
+        "branches": [
+            {
+                "label": str(row.label),
+                "run_id": str(row.run_id),
+                "C": float(row.C),
+                "D": int(row.D),
+                "total_steps": int(row.steps),
+                "decay_start": int(row.decay_start),
+                "trained": row.reason == "",
+            }
+            for row in rows.itertuples()
+        ],
+    }

@@ -1,0 +1,331 @@
+"""Training: the stable (warmup + constant LR) run of a series and its decay branches.
+
+Both jobs share one loop. The stable run trains to the last branch point and saves a checkpoint at
+every branch point; a decay branch loads one and follows the WSD schedule of its own budget, so its
+LR trace is exactly that of an uninterrupted WSD run of that length (tests check this).
+
+Determinism: the data position is the step (batches are a pure function of (seed, step)), the
+model has no dropout, and the checkpoint carries the optimizer and RNG states. A job killed and
+re-run resumes from its last periodic checkpoint (`resume.pt`) and reaches the same losses.
+SIGTERM / SIGUSR1 (sent by SLURM ahead of a time limit) save that checkpoint and exit non-zero so
+that the scheduler retries the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from scalinglab import atomic, checkpoint, provenance
+from scalinglab.data import TokenData
+from scalinglab.errors import UserError
+from scalinglab.model import GPT, GPTConfig
+from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
+from scalinglab.schedule import Schedule
+
+RESUME_FILE = "resume.pt"
+EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; SLURM and Snakemake retry it
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device: 'cuda' requested but no CUDA device is available")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def read_spec(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: spec file not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def build_model(spec: dict, device: torch.device) -> GPT:
+    pcfg = ParametrizationConfig(**spec["parametrization"])
+    torch.manual_seed(spec["seed"])
+    model = GPT(GPTConfig(**spec["model"]))
+    init_weights(model, pcfg, torch.Generator().manual_seed(spec["seed"]))
+    return model.to(device)
+
+
+def build_optimizer(model: GPT, spec: dict, device: torch.device) -> torch.optim.AdamW:
+    train = spec["training"]
+    pcfg = ParametrizationConfig(**spec["parametrization"])
+    groups = param_groups(model, pcfg, train["lr"], train["weight_decay"])
+    return torch.optim.AdamW(
+        groups, lr=train["lr"], betas=(train["beta1"], train["beta2"]),
+        fused=device.type == "cuda",
+    )
+
+
+def make_schedule(spec: dict, total_steps: int, decay_start: int | None) -> Schedule:
+    sched = spec["schedule"]
+    if sched["kind"] == "cosine":
+        return Schedule(kind="cosine", warmup_steps=spec["warmup_steps"], total_steps=total_steps,
+                        final_ratio=sched["final_lr_ratio"])
+    return Schedule(kind="wsd", warmup_steps=spec["warmup_steps"], total_steps=total_steps,
+                    decay_start=decay_start, shape=sched["decay_shape"],
+                    final_ratio=sched["final_lr_ratio"])
+
+
+@dataclass
+class Trainer:
+    """One model, its optimizer and data, stepping under a schedule."""
+
+    spec: dict
+    data_dir: Path
+    device: torch.device
+    model: GPT = field(init=False)
+    optimizer: torch.optim.AdamW = field(init=False)
+    step: int = 0
+    elapsed: float = 0.0
+    metrics: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        meta_path = self.data_dir / "meta.json"
+        try:
+            self.data_meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{meta_path}: token metadata not found") from None
+        block = self.spec["model"]["block_size"]
+        dtype = self.data_meta["dtype"]
+        self.train_data = TokenData(self.data_dir / "train.bin", dtype, block)
+        self.val_data = TokenData(self.data_dir / "val.bin", dtype, block)
+        self.model = build_model(self.spec, self.device)
+        self.optimizer = build_optimizer(self.model, self.spec, self.device)
+        train = self.spec["training"]
+        self.eval_set = [
+            (x.to(self.device), y.to(self.device))
+            for x, y in self.val_data.eval_batches(train["batch_size"], train["eval_tokens"])
+        ]
+        self.batch_tokens = train["batch_size"] * block
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+
+    # -- state ----------------------------------------------------------------------------------
+    def load(self, path: Path, keep_metrics: bool = True) -> None:
+        state = checkpoint.load(path, self.spec, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.metrics = list(state["metrics"]) if keep_metrics else []
+
+    def save(self, path: Path) -> None:
+        checkpoint.save(path, model=self.model, optimizer=self.optimizer, step=self.step,
+                        metrics=self.metrics, spec=self.spec, elapsed=self.elapsed)
+
+    # -- one optimizer step -----------------------------------------------------------------------
+    def train_step(self, lr_factor: float) -> torch.Tensor:
+        train = self.spec["training"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = train["lr"] * lr_factor * group["lr_mult"]
+        x, y = self.train_data.train_batch(self.step, train["batch_size"], self.spec["seed"])
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        with self.autocast:
+            _, loss = self.model(x, y)
+        loss.backward()
+        if train["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for x, y in self.eval_set:
+            with self.autocast:
+                _, loss = self.model(x, y)
+            total += loss.float()
+        self.model.train()
+        return float(total / len(self.eval_set))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, schedule: Schedule, end_step: int, *, eval_at: set[int] = frozenset(),
+            on_step=None, resume_path: Path | None = None, desc: str = "train") -> None:
+        """Train until `end_step`, evaluating every `eval_every` steps, at `eval_at` and at the
+        end; `on_step(trainer)` runs after every step (and before the first one)."""
+        train = self.spec["training"]
+        if on_step:
+            on_step(self)
+        base_elapsed, run_start = self.elapsed, time.perf_counter()
+        interval_loss = torch.zeros((), device=self.device)
+        interval_steps, interval_start = 0, time.perf_counter()
+        stop = _StopRequest()
+        with stop, tqdm(total=end_step, initial=self.step, desc=desc, file=sys.stderr,
+                        mininterval=10, disable=None) as bar:
+            while self.step < end_step:
+                factor = schedule(self.step)
+                interval_loss += self.train_step(factor)
+                interval_steps += 1
+                bar.update(1)
+                self.elapsed = base_elapsed + time.perf_counter() - run_start
+                if (self.step % train["eval_every"] == 0 or self.step in eval_at
+                        or self.step == end_step):
+                    # tokens/s over the steps since the last eval, the eval itself excluded
+                    seconds = time.perf_counter() - interval_start
+                    self._record(factor, float(interval_loss) / interval_steps,
+                                 interval_steps * self.batch_tokens / seconds)
+                    interval_loss.zero_()
+                    interval_steps, interval_start = 0, time.perf_counter()
+                if on_step:
+                    on_step(self)
+                if resume_path and (self.step % train["checkpoint_every"] == 0 or stop.requested):
+                    self.save(resume_path)
+                if stop.requested:
+                    print(f"signal {stop.requested}: saved {resume_path} at step {self.step}; "
+                          "exiting so the job is retried", file=sys.stderr)
+                    raise SystemExit(EXIT_PREEMPTED)
+        self.elapsed = base_elapsed + time.perf_counter() - run_start
+
+    def _record(self, lr_factor: float, train_loss: float, tokens_per_s: float) -> None:
+        tokens = self.step * self.batch_tokens
+        self.metrics.append({
+            "step": self.step,
+            "tokens": tokens,
+            "flops": tokens * self.spec["flops_per_token"],
+            "lr": self.spec["training"]["lr"] * lr_factor,
+            "train_loss": train_loss,
+            "val_loss": self.evaluate(),
+            "tokens_per_s": tokens_per_s,
+            "elapsed": self.elapsed,
+        })
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+
+def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device]:
+    spec = read_spec(spec_path)
+    device = pick_device(spec["training"]["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, threads))
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return spec, Path(data_dir), device
+
+
+def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
+    lines = "".join(json.dumps(row) + "\n" for row in trainer.metrics)
+    atomic.write_text(out_dir / "metrics.jsonl", lines)
+    record = provenance.record(trainer.spec, trainer.data_meta, trainer.device)
+    record.update(extra)
+    atomic.write_json(out_dir / "run.json", record)
+
+
+def _resume_if_possible(trainer: Trainer, resume_path: Path) -> None:
+    if resume_path.exists():
+        try:
+            trainer.load(resume_path)
+            print(f"resuming from {resume_path} at step {trainer.step}", file=sys.stderr)
+        except UserError as err:
+            print(f"ignoring {resume_path}: {err}", file=sys.stderr)
+
+
+def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
+    """Warmup + constant LR to the last branch point, saving `branch-<label>.pt` at each."""
+    spec, data_dir, device = _setup(spec_path, data_dir, threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(spec, data_dir, device)
+    resume_path = out_dir / RESUME_FILE
+    _resume_if_possible(trainer, resume_path)
+    by_step: dict[int, list[str]] = {}
+    for branch in spec["branches"]:
+        by_step.setdefault(branch["decay_start"], []).append(branch["label"])
+
+    # Branch checkpoints wait in a folder Snakemake does not know about until the run ends:
+    # it deletes the declared outputs of a failed job, and a resumed run cannot remake the
+    # checkpoints of branch points it has already passed.
+    pending = out_dir / "pending"
+
+    def save_branch_points(t: Trainer) -> None:
+        for label in by_step.get(t.step, []):
+            t.save(pending / f"branch-{label}.pt")
+
+    schedule = make_schedule(spec, spec["stable_steps"], decay_start=None)
+    trainer.run(schedule, spec["stable_steps"], eval_at=set(by_step) - {0},
+                on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
+    for branch in spec["branches"]:
+        name = f"branch-{branch['label']}.pt"
+        os.replace(pending / name, out_dir / name)
+    _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
+                                      "wall_seconds": trainer.elapsed})
+    resume_path.unlink(missing_ok=True)
+    shutil.rmtree(pending, ignore_errors=True)
+
+
+def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
+                 threads: int = 1) -> None:
+    """Load the stable run's checkpoint for `label` and decay to that budget's token count."""
+    spec, data_dir, device = _setup(spec_path, data_dir, threads)
+    branches = {b["label"]: b for b in spec["branches"]}
+    if label not in branches:
+        raise UserError(f"branch label {label!r} is not in {spec_path} "
+                        f"(known: {', '.join(branches)})")
+    branch = branches[label]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(spec, data_dir, device)
+    resume_path = out_dir / RESUME_FILE
+    trainer.load(Path(checkpoint_path), keep_metrics=False)
+    if trainer.step != branch["decay_start"]:
+        raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
+                        f"branch {label} decays from step {branch['decay_start']}")
+    _resume_if_possible(trainer, resume_path)
+    schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"])
+    trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
+                desc=f"{spec['series_id']} {label}")
+    final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
+    if not math.isfinite(final["val_loss"]):
+        print(f"warning: run {branch['run_id']} diverged (val loss {final['val_loss']})",
+              file=sys.stderr)
+    _write_outputs(trainer, out_dir, {
+        "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
+        "D": branch["D"], "steps": trainer.step, "final_val_loss": final["val_loss"],
+        "wall_seconds": trainer.elapsed,
+    })
+    resume_path.unlink(missing_ok=True)

@@ -1,0 +1,96 @@
+# Config validation, the study table and named helper functions. No rules here.
+import json
+import re
+import sys
+
+import pandas as pd
+
+from scalinglab.config import StudyConfig, from_dict, to_dict
+from scalinglab.study import plan_isoflop, series_spec, trained_runs
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+STUDY = from_dict(StudyConfig, config)
+ISOFLOP = plan_isoflop(STUDY)
+ISOFLOP_TRAINED = trained_runs(ISOFLOP)
+ISOFLOP_SERIES = sorted(ISOFLOP["series_id"].unique())
+ISOFLOP_LABELS = list(dict.fromkeys(ISOFLOP["label"]))
+
+# Jobs call the package with the interpreter that runs Snakemake (the project's .venv), so a
+# rule works without an activated environment, locally and on cluster nodes alike.
+SCALINGLAB = f"{sys.executable} -m scalinglab"
+TOKENS_DIR = "results/data/tokens"
+RUNS_DIR = "results/runs/isoflop"
+
+STUDY_FIGURES = [
+    "results/figures/loss_curves.png",
+    "results/figures/isoflop.png",
+    "results/figures/compute_optimal.png",
+]
+
+
+def _one_of(values):
+    return "|".join(re.escape(v) for v in values)
+
+
+wildcard_constraints:
+    series=_one_of(ISOFLOP_SERIES),
+    label=_one_of(ISOFLOP_LABELS),
+
+
+# -- resolved specs, written by a local rule from params so that editing the config reruns
+#    exactly the jobs whose spec changed --------------------------------------------------------
+SPECS = {
+    "corpus": {"seed": STUDY.seed, "corpus": to_dict(STUDY.corpus)},
+    "study": to_dict(STUDY),
+    **{f"series/{sid}": series_spec(STUDY, ISOFLOP, sid) for sid in ISOFLOP_SERIES},
+}
+
+
+def spec_json(wildcards):
+    return json.dumps(SPECS[wildcards.name], sort_keys=True)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def stable_run_jsons(wildcards):
+    return [f"{RUNS_DIR}/{sid}/stable/run.json" for sid in ISOFLOP_SERIES]
+
+
+def branch_run_jsons(wildcards):
+    return [
+        f"{RUNS_DIR}/{row.series_id}/{row.label}/run.json"
+        for row in ISOFLOP_TRAINED.itertuples()
+    ]
+
+
+# -- resources: portable estimates; partitions and accounts live in workflow/profiles/slurm ---
+# A pessimistic CPU rate for tiny models (see README "How long it takes"); runtime in minutes.
+CPU_FLOPS_PER_SECOND = 2e9
+
+
+def _series_flops(series):
+    rows = ISOFLOP[ISOFLOP["series_id"] == series]
+    stable = (
+        rows["stable_steps"].iloc[0] * rows["D"].iloc[0] / max(rows["steps"].iloc[0], 1)
+    )
+    return float(stable * rows["flops_per_token"].iloc[0])
+
+
+def train_runtime(wildcards):
+    if "label" in wildcards.keys():
+        rows = ISOFLOP[
+            (ISOFLOP["series_id"] == wildcards.series)
+            & (ISOFLOP["label"] == wildcards.label)
+        ]
+        flops = float(rows["C_actual"].iloc[0])
+    else:
+        flops = _series_flops(wildcards.series)
+    return max(10, int(3 * flops / CPU_FLOPS_PER_SECOND / 60))
+
+
+def train_mem_mb(wildcards):
+    rows = ISOFLOP[ISOFLOP["series_id"] == wildcards.series]
+    n_total = int(rows["N_total"].iloc[0])
+    # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
+    return 1500 + int(16 * n_total / 2**20) * 4

@@ -1,0 +1,82 @@
+rule write_spec:
+    output:
+        "results/specs/{name}.json",
+    log:
+        "results/logs/write_spec/{name}.log",
+    wildcard_constraints:
+        name="corpus|study|series/[^/]+",
+    localrule: True
+    params:
+        spec=spec_json,
+    run:
+        from scalinglab.atomic import write_text
+
+        write_text(output[0], params.spec + "\n")
+
+
+rule prepare_corpus:
+    input:
+        spec="results/specs/corpus.json",
+    output:
+        train="results/data/corpus/train.jsonl",
+        val="results/data/corpus/val.jsonl",
+        manifest="results/data/corpus/manifest.json",
+    log:
+        "results/logs/prepare_corpus.log",
+    benchmark:
+        "results/benchmarks/prepare_corpus.tsv"
+    params:
+        out_dir=subpath(output.manifest, parent=True),
+    shell:
+        "{SCALINGLAB} prepare-corpus --config {input.spec} --out-dir {params.out_dir}"
+        " > {log} 2>&1"
+
+
+rule train_tokenizer:
+    input:
+        train="results/data/corpus/train.jsonl",
+    output:
+        "results/data/tokenizer/tokenizer.json",
+    log:
+        "results/logs/train_tokenizer.log",
+    benchmark:
+        "results/benchmarks/train_tokenizer.tsv"
+    params:
+        corpus_dir=subpath(input.train, parent=True),
+        vocab_size=STUDY.tokenizer.vocab_size,
+    shell:
+        "{SCALINGLAB} train-tokenizer --corpus-dir {params.corpus_dir}"
+        " --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
+
+
+rule encode_corpus:
+    input:
+        tokenizer="results/data/tokenizer/tokenizer.json",
+        train="results/data/corpus/train.jsonl",
+        val="results/data/corpus/val.jsonl",
+    output:
+        train=f"{TOKENS_DIR}/train.bin",
+        val=f"{TOKENS_DIR}/val.bin",
+        meta=f"{TOKENS_DIR}/meta.json",
+    log:
+        "results/logs/encode_corpus.log",
+    benchmark:
+        "results/benchmarks/encode_corpus.tsv"
+    params:
+        corpus_dir=subpath(input.train, parent=True),
+    shell:
+        "{SCALINGLAB} encode-corpus --tokenizer {input.tokenizer}"
+        " --corpus-dir {params.corpus_dir} --out-dir {TOKENS_DIR} > {log} 2>&1"
+
+
+rule plan_study:
+    input:
+        spec="results/specs/study.json",
+        meta=f"{TOKENS_DIR}/meta.json",
+    output:
+        "results/study/plan.csv",
+    log:
+        "results/logs/plan_study.log",
+    shell:
+        "{SCALINGLAB} plan-study --config {input.spec} --meta {input.meta}"
+        " --out {output} > {log} 2>&1"

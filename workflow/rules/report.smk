@@ -1,0 +1,48 @@
+rule plot_loss_curves:
+    input:
+        curves="results/metrics/curves.csv",
+    output:
+        report(
+            "results/figures/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Training",
+        ),
+    log:
+        "results/logs/plot_loss_curves.log",
+    shell:
+        "{SCALINGLAB} plot loss-curves --curves {input.curves} --out {output}"
+        " > {log} 2>&1"
+
+
+rule plot_isoflop:
+    input:
+        runs="results/metrics/runs.csv",
+        fit="results/fits/isoflop.json",
+    output:
+        report(
+            "results/figures/isoflop.png",
+            caption="../report/isoflop.rst",
+            category="Compute-optimal sizing",
+        ),
+    log:
+        "results/logs/plot_isoflop.log",
+    shell:
+        "{SCALINGLAB} plot isoflop --runs {input.runs} --fit {input.fit}"
+        " --out {output} > {log} 2>&1"
+
+
+rule plot_compute_optimal:
+    input:
+        runs="results/metrics/runs.csv",
+        fit="results/fits/isoflop.json",
+    output:
+        report(
+            "results/figures/compute_optimal.png",
+            caption="../report/compute_optimal.rst",
+            category="Compute-optimal sizing",
+        ),
+    log:
+        "results/logs/plot_compute_optimal.log",
+    shell:
+        "{SCALINGLAB} plot compute-optimal --runs {input.runs} --fit {input.fit}"
+        " --out {output} > {log} 2>&1"
