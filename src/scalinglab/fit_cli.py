@@ -1,8 +1,424 @@
-"""`scalinglab fit ...`: the command line of the fitting library (owned by the fitting work)."""
+"""`scalinglab fit ...`, `bench-fit` and `paper-figure`: the command line of the fitting library.
+
+A thin layer over `scalinglab.laws`: read a table, check the columns, fit, write one JSON file.
+Bad input (a missing column, a non-positive value, too few rows, an unreadable file) raises a
+`UserError` that names the column or file, before anything is written.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from scalinglab.errors import UserError
+
+FLOPS_HELP = (
+    "Without a D column, D = C/(6N); without a C column, C = 6ND. "
+    "The JSON records which under 'flops_convention'."
+)
+
 
 def register(sub) -> None:
-    parser = sub.add_parser("fit", help="fit scaling laws to a CSV of runs")
-    parser.set_defaults(func=lambda args: parser.print_help())
+    fit = sub.add_parser(
+        "fit", help="fit scaling laws to a CSV of runs (JSON out)", description=__doc__
+    )
+    methods = fit.add_subparsers(dest="method", required=True, metavar="METHOD")
+    _add_parametric(methods)
+    _add_isoflop(methods)
+    _add_envelope(methods)
+    _add_powerlaw(methods)
+
+    from scalinglab import bench_fit
+
+    bench = sub.add_parser("bench-fit", help="time Method 3 with bootstrap on Epoch's 240 points")
+    bench_fit.add_arguments(bench)
+    bench.set_defaults(func=bench_fit.run)
+
+    from scalinglab.paper_figures import register as register_paper
+
+    register_paper(sub)
+
+
+def _common(p, *, loss=True, bootstrap=1000) -> None:
+    p.add_argument("--input", required=True, help="CSV (or JSON records) with one row per point")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--n-col", default="N", help="model size column (default N)")
+    if loss:
+        p.add_argument("--loss-col", default="loss", help="loss column (default loss)")
+    p.add_argument(
+        "--bootstrap", type=int, default=bootstrap, help=f"resamples (default {bootstrap})"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def _add_parametric(methods) -> None:
+    p = methods.add_parser(
+        "parametric",
+        help="Method 3: L = E + A/N^alpha + B/D^beta (Huber, L-BFGS-B, grid starts)",
+        description="Method 3 fitted as Epoch AI refitted Chinchilla (arXiv 2404.10102). "
+        + FLOPS_HELP,
+    )
+    _common(p)
+    p.add_argument("--d-col", default="D", help="tokens column (default D)")
+    p.add_argument("--c-col", default="C", help="FLOPs column, used when D is absent (default C)")
+    p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+    p.add_argument(
+        "--at-compute",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="C",
+        help="report N_opt, D_opt, tokens/param and loss at these FLOP budgets",
+    )
+    p.add_argument("--fix-alpha", type=float, help="hold alpha at this value")
+    p.add_argument("--fix-beta", type=float, help="hold beta at this value")
+    p.add_argument("--workers", type=int, help="bootstrap processes (default: one per core)")
+    p.set_defaults(func=run_parametric)
+
+
+def _add_isoflop(methods) -> None:
+    p = methods.add_parser(
+        "isoflop",
+        help="Method 2: a parabola in log N per budget, then N_opt and D_opt power laws",
+        description="Method 2 (Hoffmann et al. 2203.15556, Approach 2). Budgets are the distinct "
+        "values of the C column. " + FLOPS_HELP,
+    )
+    _common(p)
+    p.add_argument("--c-col", default="C", help="FLOPs column (default C)")
+    p.add_argument("--d-col", default="D", help="tokens column (default D)")
+    p.set_defaults(func=run_isoflop)
+
+
+def _add_envelope(methods) -> None:
+    p = methods.add_parser(
+        "envelope",
+        help="Method 1: the lower envelope of training curves on a log-spaced FLOP grid",
+        description="Method 1 (Hoffmann et al. 2203.15556, Approach 1). A long table, one row "
+        "per evaluation; when every run has one row, the grid is the distinct budgets. "
+        + FLOPS_HELP,
+    )
+    _common(p, bootstrap=200)
+    p.add_argument("--c-col", default="C", help="FLOPs column (default C)")
+    p.add_argument("--d-col", default="D", help="tokens column (default D)")
+    p.add_argument(
+        "--run-col",
+        default="run_id",
+        help="run column (default run_id; absent: every row is its own run)",
+    )
+    p.add_argument("--grid-points", type=int, default=50, help="FLOP grid size (default 50)")
+    p.set_defaults(func=run_envelope)
+
+
+def _add_powerlaw(methods) -> None:
+    p = methods.add_parser(
+        "powerlaw",
+        help="y = coef * x^exponent (+ offset): LR, batch and loss laws",
+        description="Log-log least squares; --offset fits y = offset + coef x^exponent by "
+        "nonlinear least squares on relative residuals, from a grid of exponents.",
+    )
+    p.add_argument("--input", required=True, help="CSV (or JSON records)")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--x-col", required=True, help="x column")
+    p.add_argument("--y-col", required=True, help="y column")
+    p.add_argument("--offset", action="store_true", help="fit y = offset + coef x^exponent")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=run_powerlaw)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and checking the table
+
+
+def read_table(path: str):
+    """A DataFrame from CSV, JSON records or Parquet; a `UserError` naming the file otherwise."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"input file {path!r} does not exist")
+    try:
+        if p.suffix.lower() == ".json":
+            return pd.read_json(p)
+        if p.suffix.lower() == ".parquet":
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except Exception as err:  # pandas raises many types; every one means "cannot read this file"
+        raise UserError(f"cannot read {path!r}: {err}".splitlines()[0]) from err
+
+
+class Columns:
+    """The numeric columns one fit uses, NaN rows dropped and counted, positivity checked."""
+
+    def __init__(self, df, path: str, names: dict[str, str | None]):
+        import numpy as np
+
+        for role, name in names.items():
+            if name is not None and name not in df.columns:
+                have = ", ".join(map(str, df.columns))
+                raise UserError(f"{path}: no column {name!r} (for {role}); columns are: {have}")
+        used = {role: name for role, name in names.items() if name is not None}
+        numeric = {}
+        for role, name in used.items():
+            if role == "run":
+                continue
+            try:
+                numeric[role] = df[name].astype(float).to_numpy()
+            except (TypeError, ValueError) as err:
+                raise UserError(f"{path}: column {name!r} is not numeric") from err
+        keep = np.ones(len(df), bool)
+        for values in numeric.values():
+            keep &= np.isfinite(values)
+        if "run" in used:
+            keep &= df[used["run"]].notna().to_numpy()
+        self.n_dropped_nan = int((~keep).sum())
+        for role, values in numeric.items():
+            bad = np.flatnonzero(keep & (values <= 0))
+            if len(bad):
+                raise UserError(
+                    f"{path}: column {used[role]!r} has {len(bad)} non-positive value(s) "
+                    f"(first at data row {bad[0] + 1}: {values[bad[0]]!r})"
+                )
+        self.values = {role: v[keep] for role, v in numeric.items()}
+        if "run" in used:
+            self.values["run"] = df[used["run"]].to_numpy()[keep]
+        self.n = int(keep.sum())
+        self.path = path
+
+    def require(self, n_min: int, what: str) -> None:
+        if self.n < n_min:
+            dropped = (
+                f" after dropping {self.n_dropped_nan} NaN row(s)" if self.n_dropped_nan else ""
+            )
+            raise UserError(f"{self.path}: {self.n} usable row(s){dropped}; {what} needs {n_min}")
+
+
+def _flops_columns(df, args, *, need_c: bool):
+    """Pick C and D columns and say how the missing one is derived (the 'flops_convention')."""
+    has_c = args.c_col in df.columns
+    has_d = args.d_col in df.columns
+    if has_c and has_d:
+        return args.c_col, args.d_col, f"C from column {args.c_col!r}, D from column {args.d_col!r}"
+    if has_d:
+        return None, args.d_col, f"D from column {args.d_col!r}; C = 6ND"
+    if has_c:
+        return args.c_col, None, f"C from column {args.c_col!r}; D = C/(6N)"
+    need = "a FLOPs column" if need_c else "a tokens column"
+    raise UserError(
+        f"{args.input}: {need} is needed: no column {args.d_col!r} (--d-col) "
+        f"or {args.c_col!r} (--c-col)"
+    )
+
+
+def _fit_or_user_error(fn, *a, **kw):
+    from scalinglab.laws import FitError
+
+    try:
+        return fn(*a, **kw)
+    except FitError as err:
+        raise UserError(f"cannot fit: {err}") from err
+
+
+def _write(args, result: dict) -> int:
+    from scalinglab.atomic import write_json
+
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bootstrap_block(boot) -> dict:
+    return {"n": boot.n_requested, "seed": boot.seed, "n_failed": boot.n_failed, "level": 0.95}
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers
+
+
+def run_parametric(args) -> int:
+    import numpy as np
+
+    from scalinglab import laws
+
+    df = read_table(args.input)
+    c_col, d_col, convention = _flops_columns(df, args, need_c=False)
+    names = {"N": args.n_col, "D": d_col, "C": None if d_col else c_col, "loss": args.loss_col}
+    cols = Columns(df, args.input, names)
+    n_free = 5 - (args.fix_alpha is not None) - (args.fix_beta is not None)
+    cols.require(n_free + 1, f"a fit of {n_free} free parameters")
+    N, loss = cols.values["N"], cols.values["loss"]
+    D = cols.values["D"] if d_col else cols.values["C"] / (laws.FLOPS_PER_PARAM_TOKEN * N)
+    fixed = {"fix_alpha": args.fix_alpha, "fix_beta": args.fix_beta}
+    fit = _fit_or_user_error(laws.fit_parametric, N, D, loss, huber_delta=args.huber_delta, **fixed)
+    varpro = _fit_or_user_error(laws.fit_parametric_varpro, N, D, loss, **fixed)
+    result = {
+        "method": "parametric",
+        "form": "L = E + A/N^alpha + B/D^beta",
+        **fit.params(),
+        "a": fit.a,
+        "b": fit.b,
+        "n_points": fit.n_points,
+        "n_dropped_nan": cols.n_dropped_nan,
+        "objective": fit.objective,
+        "objective_kind": f"summed Huber (delta={fit.huber_delta:g}) on log-loss residuals",
+        "fixed": {"alpha": args.fix_alpha, "beta": args.fix_beta},
+        "flops_convention": convention,
+        "ci": None,
+        "at_compute": [],
+    }
+    boot = None
+    if args.bootstrap > 0:
+        boot = laws.bootstrap_parametric(
+            N, D, loss, fit, n_boot=args.bootstrap, seed=args.seed, workers=args.workers
+        )
+        ci = boot.intervals()
+        result["ci"] = {k: ci[k] for k in ("E", "A", "B", "alpha", "beta", "a")}
+        result["bootstrap"] = _bootstrap_block(boot)
+    for C in args.at_compute:
+        if not C > 0:
+            raise UserError(f"--at-compute {C!r}: a FLOP budget must be positive")
+        n_opt, d_opt = fit.compute_optimal(C)
+        entry = {
+            "C": C,
+            "N_opt": float(n_opt),
+            "D_opt": float(d_opt),
+            "tokens_per_param": float(d_opt / n_opt),
+            "loss": float(fit.loss(n_opt, d_opt)),
+        }
+        if boot is not None:
+            samples = laws.compute_optimal_samples(boot, C)
+            entry["ci"] = {
+                k: [float(x) for x in np.percentile(v, [2.5, 97.5])] for k, v in samples.items()
+            }
+        result["at_compute"].append(entry)
+    result["variable_projection"] = {
+        **varpro.params(),
+        "a": varpro.a,
+        "b": varpro.b,
+        "objective": varpro.objective,
+        "objective_kind": "summed squared relative residual; (E, A, B) by NNLS per (alpha, beta)",
+    }
+    return _write(args, result)
+
+
+def _allocation_result(fit, boot, cols, convention, extra) -> dict:
+    import numpy as np
+
+    top = max(b.C for b in fit.budgets)
+    result = {
+        "method": fit.method,
+        "a": fit.a,
+        "k_n": fit.k_n,
+        "b": fit.b,
+        "k_d": fit.k_d,
+        "laws": "N_opt = k_n * C^a; D_opt = k_d * C^b",
+        "tokens_per_param": float(fit.tokens_per_param(top)),
+        "tokens_per_param_at_C": top,
+        "tokens_per_param_geomean": float(
+            np.exp(np.mean([np.log(b.tokens_per_param) for b in fit.budgets]))
+        ),
+        "ci": None,
+        "budgets": [
+            {
+                "C": b.C,
+                "N_opt": b.N_opt,
+                "D_opt": b.D_opt,
+                "loss_opt": b.loss_opt,
+                "tokens_per_param": b.tokens_per_param,
+                "n_points": b.n_points,
+                "inside_range": b.inside_range,
+            }
+            for b in fit.budgets
+        ],
+        "dropped": [{"C": d.C, "n_points": d.n_points, "reason": d.reason} for d in fit.dropped],
+        "n_points": cols.n,
+        "n_dropped_nan": cols.n_dropped_nan,
+        "flops_convention": convention,
+        **extra,
+    }
+    if boot is not None:
+        ci = boot.intervals()
+        result["ci"] = {k: ci[k] for k in ("a", "b", "k_n", "k_d", "tokens_per_param")}
+        result["bootstrap"] = _bootstrap_block(boot)
+    return result
+
+
+def _allocation_inputs(args, *, with_run: bool):
+    from scalinglab.laws import FLOPS_PER_PARAM_TOKEN
+
+    df = read_table(args.input)
+    c_col, d_col, convention = _flops_columns(df, args, need_c=True)
+    names = {"N": args.n_col, "C": c_col, "D": d_col, "loss": args.loss_col}
+    if with_run:
+        names["run"] = args.run_col if args.run_col in df.columns else None
+    cols = Columns(df, args.input, names)
+    cols.require(3, "a compute-optimal fit")
+    v = cols.values
+    C = v["C"] if c_col else FLOPS_PER_PARAM_TOKEN * v["N"] * v["D"]
+    return cols, convention, C, v["N"], v["loss"], v.get("D")
+
+
+def run_isoflop(args) -> int:
+    from scalinglab import laws
+
+    cols, convention, C, N, loss, D = _allocation_inputs(args, with_run=False)
+    fit = _fit_or_user_error(laws.fit_isoflop, C, N, loss, D)
+    boot = None
+    if args.bootstrap > 0:
+        boot = laws.bootstrap_isoflop(C, N, loss, D, n_boot=args.bootstrap, seed=args.seed)
+    extra = {"tokens_per_param_note": "D_opt/N_opt from the fitted laws at the largest budget"}
+    return _write(args, _allocation_result(fit, boot, cols, convention, extra))
+
+
+def run_envelope(args) -> int:
+    import numpy as np
+
+    from scalinglab import laws
+
+    if args.grid_points < 2:
+        raise UserError(f"--grid-points {args.grid_points}: need at least 2")
+    cols, convention, C, N, loss, D = _allocation_inputs(args, with_run=True)
+    run = cols.values.get("run", np.arange(cols.n))
+    kw = {"grid_points": args.grid_points}
+    fit = _fit_or_user_error(laws.fit_envelope, run, C, N, loss, D, **kw)
+    boot = None
+    if args.bootstrap > 0:
+        boot = laws.bootstrap_envelope(
+            run, C, N, loss, D, n_boot=args.bootstrap, seed=args.seed, **kw
+        )
+    extra = {
+        "run_column": args.run_col if "run" in cols.values else None,
+        "tokens_per_param_note": "D_opt/N_opt from the fitted laws at the largest budget",
+    }
+    return _write(args, _allocation_result(fit, boot, cols, convention, extra))
+
+
+def run_powerlaw(args) -> int:
+    from scalinglab import laws
+
+    df = read_table(args.input)
+    cols = Columns(df, args.input, {"x": args.x_col, "y": args.y_col})
+    cols.require(4 if args.offset else 3, "this power law")
+    x, y = cols.values["x"], cols.values["y"]
+    fitter = laws.fit_power_law_offset if args.offset else laws.fit_power_law
+    fit = _fit_or_user_error(fitter, x, y)
+    result = {
+        "method": "powerlaw",
+        "form": "y = offset + coef * x^exponent" if args.offset else "y = coef * x^exponent",
+        "x_col": args.x_col,
+        "y_col": args.y_col,
+        "coef": fit.coef,
+        "exponent": fit.exponent,
+        **({"offset": fit.offset} if args.offset else {}),
+        "n_points": fit.n_points,
+        "n_dropped_nan": cols.n_dropped_nan,
+        "rss": fit.rss,
+        "rss_kind": "relative residuals" if args.offset else "log y residuals",
+        "ci": None,
+    }
+    if args.bootstrap > 0:
+        boot = laws.bootstrap_power_law(
+            x, y, offset=args.offset, n_boot=args.bootstrap, seed=args.seed
+        )
+        result["ci"] = boot.intervals()
+        result["bootstrap"] = _bootstrap_block(boot)
+    return _write(args, result)
