@@ -190,7 +190,11 @@ def draw_porian_exponents(out) -> None:
         points = left.scatter(rows["flops"], rows["n"], s=10)
         grid = np.geomspace(rows["flops"].min(), rows["flops"].max(), 50)
         left.plot(
-            grid, coef * grid**a, color=points.get_facecolor()[0], lw=1, label=f"{label}: least-squares a={a:.3f}"
+            grid,
+            coef * grid**a,
+            color=points.get_facecolor()[0],
+            lw=1,
+            label=f"{label}: least-squares a={a:.3f}",
         )
     left.set(
         xscale="log",
