@@ -48,7 +48,7 @@ def _as_tuple(obj: Any) -> Any:
 
 
 def save(path: str | Path, *, model, optimizer, step: int, metrics: list[dict],
-         spec: dict, elapsed: float) -> None:
+         spec: dict, elapsed: float, interval: tuple[float, int] = (0.0, 0)) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -56,6 +56,7 @@ def save(path: str | Path, *, model, optimizer, step: int, metrics: list[dict],
         "metrics": metrics,
         "spec_hash": spec_hash(spec),
         "elapsed": elapsed,
+        "interval": list(interval),
         "rng": rng_state(),
     }
     atomic.write_with(path, lambda tmp: torch.save(state, tmp))

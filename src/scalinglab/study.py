@@ -98,7 +98,7 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
         sid = series_id(cfg.parametrization.name, size, cfg.training.lr, cfg.training.batch_size)
         for budget in cfg.isoflop.budgets:
             steps = round(budget / (counts.flops_per_token * batch_tokens(cfg)))
-            if cfg.schedule.kind == "cosine":
+            if cfg.schedule.kind == "cosine" or steps < 1:
                 decay_start = 0  # a cosine run cannot be branched: it trains from the start
             else:
                 decay_start = decay_start_step(

@@ -95,6 +95,10 @@ class Trainer:
     step: int = 0
     elapsed: float = 0.0
     metrics: list[dict] = field(default_factory=list)
+    # training loss summed over the steps since the last eval: the metric row reports their mean,
+    # and a checkpoint carries it so a resumed run reports the same mean
+    interval_loss: float = 0.0
+    interval_steps: int = 0
 
     def __post_init__(self) -> None:
         meta_path = self.data_dir / "meta.json"
@@ -128,10 +132,12 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.metrics = list(state["metrics"]) if keep_metrics else []
+        self.interval_loss, self.interval_steps = state["interval"] if keep_metrics else (0.0, 0)
 
     def save(self, path: Path) -> None:
         checkpoint.save(path, model=self.model, optimizer=self.optimizer, step=self.step,
-                        metrics=self.metrics, spec=self.spec, elapsed=self.elapsed)
+                        metrics=self.metrics, spec=self.spec, elapsed=self.elapsed,
+                        interval=(self.interval_loss, self.interval_steps))
 
     # -- one optimizer step -----------------------------------------------------------------------
     def train_step(self, lr_factor: float) -> torch.Tensor:
@@ -171,28 +177,34 @@ class Trainer:
         if on_step:
             on_step(self)
         base_elapsed, run_start = self.elapsed, time.perf_counter()
-        interval_loss = torch.zeros((), device=self.device)
-        interval_steps, interval_start = 0, time.perf_counter()
+        # summed on the device: a .item() per step would stall a GPU pipeline
+        interval_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        interval_start, steps_timed = time.perf_counter(), 0
         stop = _StopRequest()
         with stop, tqdm(total=end_step, initial=self.step, desc=desc, file=sys.stderr,
                         mininterval=10, disable=None) as bar:
             while self.step < end_step:
                 factor = schedule(self.step)
                 interval_loss += self.train_step(factor)
-                interval_steps += 1
+                self.interval_steps += 1
+                steps_timed += 1
                 bar.update(1)
                 self.elapsed = base_elapsed + time.perf_counter() - run_start
                 if (self.step % train["eval_every"] == 0 or self.step in eval_at
                         or self.step == end_step):
                     # tokens/s over the steps since the last eval, the eval itself excluded
                     seconds = time.perf_counter() - interval_start
-                    self._record(factor, float(interval_loss) / interval_steps,
-                                 interval_steps * self.batch_tokens / seconds)
+                    total_loss = self.interval_loss + float(interval_loss)
+                    self._record(factor, total_loss / self.interval_steps,
+                                 steps_timed * self.batch_tokens / seconds)
                     interval_loss.zero_()
-                    interval_steps, interval_start = 0, time.perf_counter()
+                    self.interval_loss, self.interval_steps = 0.0, 0
+                    interval_start, steps_timed = time.perf_counter(), 0
                 if on_step:
                     on_step(self)
                 if resume_path and (self.step % train["checkpoint_every"] == 0 or stop.requested):
+                    self.interval_loss += float(interval_loss)
+                    interval_loss.zero_()
                     self.save(resume_path)
                 if stop.requested:
                     print(f"signal {stop.requested}: saved {resume_path} at step {self.step}; "
@@ -286,9 +298,12 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
         for label in by_step.get(t.step, []):
             t.save(pending / f"branch-{label}.pt")
 
-    schedule = make_schedule(spec, spec["stable_steps"], decay_start=None)
-    trainer.run(schedule, spec["stable_steps"], eval_at=set(by_step) - {0},
-                on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
+    if spec["stable_steps"] > 0:
+        schedule = make_schedule(spec, spec["stable_steps"], decay_start=None)
+        trainer.run(schedule, spec["stable_steps"], eval_at=set(by_step) - {0},
+                    on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
+    else:  # cosine baselines: every "branch" trains from the initialisation
+        save_branch_points(trainer)
     for branch in spec["branches"]:
         name = f"branch-{branch['label']}.pt"
         os.replace(pending / name, out_dir / name)

@@ -1,5 +1,6 @@
 # Config validation, the study table and named helper functions. No rules here.
 import json
+import os
 import re
 import sys
 
@@ -17,9 +18,12 @@ ISOFLOP_TRAINED = trained_runs(ISOFLOP)
 ISOFLOP_SERIES = sorted(ISOFLOP["series_id"].unique())
 ISOFLOP_LABELS = list(dict.fromkeys(ISOFLOP["label"]))
 
-# Jobs call the package with the interpreter that runs Snakemake (the project's .venv), so a
-# rule works without an activated environment, locally and on cluster nodes alike.
-SCALINGLAB = f"{sys.executable} -m scalinglab"
+# Jobs run `python -m scalinglab`: put the interpreter that runs Snakemake (the project's .venv)
+# first on PATH, so a rule works without an activated environment, locally and on cluster nodes
+# (every job re-reads this file).
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
+)
 TOKENS_DIR = "results/data/tokens"
 RUNS_DIR = "results/runs/isoflop"
 

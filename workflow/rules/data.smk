@@ -6,12 +6,14 @@ rule write_spec:
     wildcard_constraints:
         name="corpus|study|series/[^/]+",
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=spec_json,
     run:
         from scalinglab.atomic import write_text
 
-        write_text(output[0], params.spec + "\n")
+        write_text(output[0], f"{params.spec}\n")
 
 
 rule prepare_corpus:
@@ -25,10 +27,12 @@ rule prepare_corpus:
         "results/logs/prepare_corpus.log",
     benchmark:
         "results/benchmarks/prepare_corpus.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         out_dir=subpath(output.manifest, parent=True),
     shell:
-        "{SCALINGLAB} prepare-corpus --config {input.spec} --out-dir {params.out_dir}"
+        "python -m scalinglab prepare-corpus --config {input.spec} --out-dir {params.out_dir}"
         " > {log} 2>&1"
 
 
@@ -41,11 +45,13 @@ rule train_tokenizer:
         "results/logs/train_tokenizer.log",
     benchmark:
         "results/benchmarks/train_tokenizer.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         corpus_dir=subpath(input.train, parent=True),
         vocab_size=STUDY.tokenizer.vocab_size,
     shell:
-        "{SCALINGLAB} train-tokenizer --corpus-dir {params.corpus_dir}"
+        "python -m scalinglab train-tokenizer --corpus-dir {params.corpus_dir}"
         " --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
 
 
@@ -62,11 +68,14 @@ rule encode_corpus:
         "results/logs/encode_corpus.log",
     benchmark:
         "results/benchmarks/encode_corpus.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         corpus_dir=subpath(input.train, parent=True),
+        out_dir=subpath(output.meta, parent=True),
     shell:
-        "{SCALINGLAB} encode-corpus --tokenizer {input.tokenizer}"
-        " --corpus-dir {params.corpus_dir} --out-dir {TOKENS_DIR} > {log} 2>&1"
+        "python -m scalinglab encode-corpus --tokenizer {input.tokenizer}"
+        " --corpus-dir {params.corpus_dir} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule plan_study:
@@ -77,6 +86,8 @@ rule plan_study:
         "results/study/plan.csv",
     log:
         "results/logs/plan_study.log",
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} plan-study --config {input.spec} --meta {input.meta}"
+        "python -m scalinglab plan-study --config {input.spec} --meta {input.meta}"
         " --out {output} > {log} 2>&1"

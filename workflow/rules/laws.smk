@@ -7,5 +7,7 @@ rule fit_isoflop:
         "results/logs/fit_isoflop.log",
     benchmark:
         "results/benchmarks/fit_isoflop.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} fit isoflop --input {input} --out {output} > {log} 2>&1"
+        "python -m scalinglab fit isoflop --input {input} --out {output} > {log} 2>&1"

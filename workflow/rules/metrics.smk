@@ -7,7 +7,9 @@ rule collect_metrics:
         curves="results/metrics/curves.csv",
     log:
         "results/logs/collect_metrics.log",
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} collect-metrics --stable {input.stable}"
+        "python -m scalinglab collect-metrics --stable {input.stable}"
         " --branches {input.branches} --runs-out {output.runs}"
         " --curves-out {output.curves} > {log} 2>&1"

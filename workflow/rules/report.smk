@@ -9,8 +9,10 @@ rule plot_loss_curves:
         ),
     log:
         "results/logs/plot_loss_curves.log",
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} plot loss-curves --curves {input.curves} --out {output}"
+        "python -m scalinglab plot loss-curves --curves {input.curves} --out {output}"
         " > {log} 2>&1"
 
 
@@ -26,8 +28,10 @@ rule plot_isoflop:
         ),
     log:
         "results/logs/plot_isoflop.log",
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} plot isoflop --runs {input.runs} --fit {input.fit}"
+        "python -m scalinglab plot isoflop --runs {input.runs} --fit {input.fit}"
         " --out {output} > {log} 2>&1"
 
 
@@ -43,6 +47,8 @@ rule plot_compute_optimal:
         ),
     log:
         "results/logs/plot_compute_optimal.log",
+    conda:
+        "../envs/scalinglab.yaml"
     shell:
-        "{SCALINGLAB} plot compute-optimal --runs {input.runs} --fit {input.fit}"
+        "python -m scalinglab plot compute-optimal --runs {input.runs} --fit {input.fit}"
         " --out {output} > {log} 2>&1"

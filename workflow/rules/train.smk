@@ -17,14 +17,17 @@ rule train_stable:
         "results/logs/train_stable/{series}.log",
     benchmark:
         "results/benchmarks/train_stable/{series}.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     threads: 1
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
     params:
+        data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "{SCALINGLAB} train-stable --spec {input.spec} --data-dir {TOKENS_DIR}"
+        "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
 
@@ -42,13 +45,16 @@ rule decay_branch:
         "results/logs/decay_branch/{series}_{label}.log",
     benchmark:
         "results/benchmarks/decay_branch/{series}_{label}.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
     threads: 1
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
     params:
+        data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "{SCALINGLAB} decay-branch --spec {input.spec} --label {wildcards.label}"
-        " --checkpoint {input.checkpoint} --data-dir {TOKENS_DIR}"
+        "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
+        " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,63 @@
+"""Small builders shared by the tests: a token folder and a series spec for a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_token_dir(folder: Path, vocab: int = 64, n_train: int = 40_000, n_val: int = 4_000,
+                    seed: int = 0) -> Path:
+    """Token files with some structure (a noisy repeating pattern) so that the loss can fall."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("val", n_val)):
+        pattern = np.arange(n) % 17 * 3 % vocab
+        noise = rng.integers(0, vocab, size=n)
+        tokens = np.where(rng.random(n) < 0.3, noise, pattern).astype(np.uint16)
+        tokens.tofile(folder / f"{split}.bin")
+    meta = {"vocab_size": vocab, "dtype": "uint16", "train_tokens": n_train, "val_tokens": n_val}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def tiny_spec(*, stable_steps: int = 24, branches=((16, 20, "C1"), (24, 30, "C2")),
+              vocab: int = 64, shape: str = "linear", kind: str = "wsd") -> dict:
+    """A series spec for a 1-layer, 16-wide model; branches are (decay_start, total, label)."""
+    return {
+        "series_id": "test-series",
+        "phase": "isoflop",
+        "seed": 0,
+        "model": {"vocab_size": vocab, "block_size": 16, "n_layer": 1, "n_embd": 16,
+                  "n_head": 2, "mlp_ratio": 4, "emb_scale": 1.0, "logit_scale": 1.0,
+                  "attn_scale": 0.25 ** 0.5 * 0.5, "residual_scale": 1.0},
+        "parametrization": {"name": "sp"},
+        "training": {"batch_size": 4, "lr": 1e-2, "weight_decay": 0.1, "beta1": 0.9,
+                     "beta2": 0.95, "grad_clip": 1.0, "warmup_tokens": 64, "eval_every": 4,
+                     "eval_tokens": 256, "checkpoint_every": 5, "device": "cpu"},
+        "schedule": {"kind": kind, "decay_fraction": 0.2, "decay_shape": shape,
+                     "final_lr_ratio": 0.0},
+        "schedule_name": "test",
+        "flops_convention": "6N+attn+head",
+        "N": 3000, "N_total": 5000, "flops_per_token": 20000.0,
+        "warmup_steps": 4,
+        "stable_steps": stable_steps,
+        "branches": [
+            {"label": label, "run_id": f"test-series_{label}", "C": 1.0, "D": total * 64,
+             "total_steps": total, "decay_start": start, "trained": True}
+            for start, total, label in branches
+        ],
+    }
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]

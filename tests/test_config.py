@@ -1,0 +1,87 @@
+"""Config: from_dict names the bad key; the JSON schema and the dataclasses agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+import yaml
+
+from helpers import REPO
+from scalinglab.config import StudyConfig, from_dict, load_config
+from scalinglab.errors import UserError
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def test_default_config_loads():
+    cfg = load_config(REPO / "config.yaml")
+    assert cfg.tokenizer.vocab_size > 256
+    assert len(cfg.model.sizes) >= 5
+    assert len(cfg.isoflop.budgets) >= 3
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"training": {"lrr": 1}}, "training.lrr"),
+        ({"bogus": 1}, "bogus"),
+        ({"training": {"lr": 0}}, "training.lr"),
+        ({"training": {"lr": -1e-3}}, "training.lr"),
+        ({"training": {"batch_size": 0}}, "training.batch_size"),
+        ({"training": {"batch_size": 2.5}}, "training.batch_size"),
+        ({"isoflop": {"budgets": [1e12, -1]}}, "isoflop.budgets[1]"),
+        ({"isoflop": {"budgets": "1e12"}}, "isoflop.budgets"),
+        ({"model": {"sizes": [{"n_layer": 0, "n_embd": 8, "n_head": 1}]}},
+         "model.sizes[0].n_layer"),
+        ({"model": {"sizes": [{"n_layer": 1, "n_embd": 8}]}}, "model.sizes[0].n_head"),
+        ({"schedule": {"decay_shape": "square"}}, "schedule.decay_shape"),
+        ({"tokenizer": {"vocab_size": "big"}}, "tokenizer.vocab_size"),
+        ({"training": "fast"}, "training"),
+    ],
+)
+def test_bad_values_name_their_key(data, key):
+    with pytest.raises(UserError) as err:
+        from_dict(StudyConfig, data)
+    assert key in str(err.value)
+
+
+def test_numbers_written_as_text_are_accepted():
+    # YAML 1.1 reads 1.0e12 (no sign in the exponent) as a string; accept it for floats
+    cfg = from_dict(StudyConfig, {"isoflop": {"budgets": ["1.0e12"]}, "training": {"lr": "3e-3"}})
+    assert cfg.isoflop.budgets == (1e12,)
+    assert cfg.training.lr == 3e-3
+
+
+def test_missing_or_broken_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(UserError, match="bad.yaml"):
+        load_config(bad)
+
+
+def _walk(cls, schema, prefix=""):
+    """Yield (key, dataclass default, schema default) for every leaf key."""
+    props = schema["properties"]
+    names = {f.name for f in dataclasses.fields(cls)}
+    assert set(props) == names, f"{prefix or 'top level'}: schema {sorted(props)} vs {sorted(names)}"
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _walk(hints[f.name], props[f.name], key + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, tuple):
+            default = list(default)
+        assert "description" in props[f.name], f"{key} has no description in the schema"
+        if "default" in props[f.name] or default is not None:
+            yield key, default, props[f.name].get("default")
+
+
+def test_schema_documents_every_key_with_the_dataclass_default():
+    for key, default, schema_default in _walk(StudyConfig, SCHEMA):
+        assert schema_default == default, f"{key}: schema {schema_default!r} vs code {default!r}"

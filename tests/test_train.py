@@ -1,0 +1,166 @@
+"""Training: resume equals uninterrupted, a decay branch equals an uninterrupted WSD run,
+signals save a checkpoint, outputs are complete files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
+from scalinglab import train
+from scalinglab.errors import UserError
+from scalinglab.schedule import Schedule
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def tokens(tmp_path):
+    return write_token_dir(tmp_path / "tokens")
+
+
+def _losses(trainer):
+    return [(row["step"], row["val_loss"], row["train_loss"]) for row in trainer.metrics]
+
+
+def test_resume_equals_uninterrupted(tokens, tmp_path):
+    spec = tiny_spec()
+    schedule = train.make_schedule(spec, 20, decay_start=None)
+    straight = train.Trainer(spec, tokens, CPU)
+    straight.run(schedule, 20)
+
+    first = train.Trainer(spec, tokens, CPU)
+    first.run(schedule, 10)
+    first.save(tmp_path / "half.pt")
+    second = train.Trainer(spec, tokens, CPU)
+    second.load(tmp_path / "half.pt")
+    assert second.step == 10
+    second.run(schedule, 20)
+
+    # the interrupted run also evaluated at step 10; every other eval must match exactly
+    resumed = {step: val for step, val, _ in _losses(first) + _losses(second)}
+    assert all(resumed[step] == val for step, val, _ in _losses(straight))
+    assert second.metrics[-1] == pytest.approx(straight.metrics[-1], rel=1e-9) or \
+        second.metrics[-1]["val_loss"] == straight.metrics[-1]["val_loss"]
+    for a, b in zip(straight.model.parameters(), second.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
+    spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    for label in ("C1", "C2"):
+        train.decay_branch(spec_path, label, tmp_path / "stable" / f"branch-{label}.pt", tokens,
+                           tmp_path / label)
+
+    # the same 30-step WSD run, trained in one go
+    straight = train.Trainer(spec, tokens, CPU)
+    schedule = Schedule(kind="wsd", warmup_steps=4, total_steps=30, decay_start=24)
+    lrs = []
+    straight.run(schedule, 30, on_step=lambda t: lrs.append(t.optimizer.param_groups[0]["lr"]))
+    branch = read_metrics(tmp_path / "C2" / "metrics.jsonl")
+    expected = {row["step"]: row for row in straight.metrics}
+    assert [row["step"] for row in branch] == [28, 30]
+    for row in branch:
+        assert row["val_loss"] == expected[row["step"]]["val_loss"]
+        assert row["lr"] == pytest.approx(expected[row["step"]]["lr"], abs=0)
+    record = json.loads((tmp_path / "C2" / "run.json").read_text())
+    assert record["final_val_loss"] == straight.metrics[-1]["val_loss"]
+    assert record["steps"] == 30
+    # the schedule reached zero at the end of the decay, as an uninterrupted run does
+    assert lrs[-1] == pytest.approx(0.0)
+    assert not (tmp_path / "C2" / "resume.pt").exists()
+
+
+def test_branch_checkpoints_are_saved_at_their_decay_start(tokens, tmp_path):
+    spec = tiny_spec(stable_steps=24, branches=((0, 10, "C0"), (16, 20, "C1"), (24, 30, "C2")))
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    for label, step in (("C0", 0), ("C1", 16), ("C2", 24)):
+        state = torch.load(tmp_path / "stable" / f"branch-{label}.pt", weights_only=True)
+        assert state["step"] == step
+    metrics = read_metrics(tmp_path / "stable" / "metrics.jsonl")
+    assert {16, 24} <= {row["step"] for row in metrics}  # evaluated at every branch point
+    assert not (tmp_path / "stable" / "pending").exists()
+
+
+def test_killed_stable_run_resumes_to_the_same_losses(tokens, tmp_path, monkeypatch):
+    spec = tiny_spec(stable_steps=24)
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "straight")
+
+    real_step = train.Trainer.train_step
+
+    def crash_at_step_13(self, factor):
+        if self.step == 13:
+            raise RuntimeError("killed")
+        return real_step(self, factor)
+
+    monkeypatch.setattr(train.Trainer, "train_step", crash_at_step_13)
+    with pytest.raises(RuntimeError):
+        train.train_stable(spec_path, tokens, tmp_path / "killed")
+    assert torch.load(tmp_path / "killed" / "resume.pt", weights_only=True)["step"] == 10
+    assert not (tmp_path / "killed" / "metrics.jsonl").exists()  # no half-written output
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    train.train_stable(spec_path, tokens, tmp_path / "killed")
+
+    def strip(rows):
+        return [(r["step"], r["val_loss"], r["train_loss"], r["lr"]) for r in rows]
+
+    assert strip(read_metrics(tmp_path / "killed" / "metrics.jsonl")) == strip(
+        read_metrics(tmp_path / "straight" / "metrics.jsonl"))
+    for label in ("C1", "C2"):
+        a = torch.load(tmp_path / "killed" / f"branch-{label}.pt", weights_only=True)
+        b = torch.load(tmp_path / "straight" / f"branch-{label}.pt", weights_only=True)
+        for key in a["model"]:
+            assert torch.equal(a["model"][key], b["model"][key])
+
+
+def test_sigusr1_saves_a_checkpoint_and_exits_for_a_retry(tokens, tmp_path, monkeypatch):
+    spec = tiny_spec(stable_steps=24)
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    real_step = train.Trainer.train_step
+
+    def signal_at_step_7(self, factor):
+        if self.step == 7:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_step(self, factor)
+
+    monkeypatch.setattr(train.Trainer, "train_step", signal_at_step_7)
+    with pytest.raises(SystemExit) as exit_info:
+        train.train_stable(spec_path, tokens, tmp_path / "run")
+    assert exit_info.value.code == train.EXIT_PREEMPTED
+    assert torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["step"] == 8
+
+
+def test_checkpoint_from_another_spec_is_refused(tokens, tmp_path):
+    spec = tiny_spec()
+    trainer = train.Trainer(spec, tokens, CPU)
+    trainer.save(tmp_path / "a.pt")
+    other = dict(spec, training=dict(spec["training"], lr=5e-3))
+    with pytest.raises(UserError, match="different spec"):
+        train.Trainer(other, tokens, CPU).load(tmp_path / "a.pt")
+
+
+def test_unknown_branch_label_is_a_user_error(tokens, tmp_path):
+    spec_path = write_spec(tmp_path / "spec.json", tiny_spec())
+    with pytest.raises(UserError, match="C9"):
+        train.decay_branch(spec_path, "C9", tmp_path / "x.pt", tokens, tmp_path / "out")
+
+
+def test_cosine_branch_trains_from_scratch(tokens, tmp_path):
+    spec = tiny_spec(stable_steps=0, branches=((0, 12, "C1"),), kind="cosine")
+    spec["schedule"]["final_lr_ratio"] = 0.1
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                       tmp_path / "C1")
+    rows = read_metrics(tmp_path / "C1" / "metrics.jsonl")
+    assert rows[-1]["step"] == 12
+    # the cosine reaches final_lr_ratio of the peak on its last update
+    assert rows[-1]["lr"] == pytest.approx(1e-2 * 0.1, rel=1e-6)

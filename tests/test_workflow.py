@@ -1,0 +1,139 @@
+"""The workflow: the planned jobs per rule, a tiny study end to end, lint and bad configs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import REPO
+from scalinglab.cli import merged_config
+from scalinglab.config import StudyConfig, from_dict
+from scalinglab.study import plan_isoflop, trained_runs
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+FIGURES = ["loss_curves.png", "isoflop.png", "compute_optimal.png"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+def test_dry_run_plans_one_stable_job_per_size_and_one_branch_per_run(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout + result.stderr)
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml")]))
+    table = plan_isoflop(cfg)
+    sizes = len(cfg.model.sizes)
+    assert counts["train_stable"] == sizes
+    assert counts["decay_branch"] == len(trained_runs(table))
+    assert counts["write_spec"] == sizes + 2
+    for rule in ("prepare_corpus", "train_tokenizer", "encode_corpus", "plan_study",
+                 "collect_metrics", "fit_isoflop", "plot_loss_curves", "plot_isoflop",
+                 "plot_compute_optimal"):
+        assert counts[rule] == 1, rule
+
+
+def test_single_figure_target_plans_only_what_it_needs(tmp_path):
+    result = snakemake(tmp_path, "results/figures/loss_curves.png", "-n", "--cores", "2",
+                       "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert "fit_isoflop" not in counts
+    assert "plot_isoflop" not in counts
+    assert counts["plot_loss_curves"] == 1
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(tmp_path):
+    config = str(REPO / "tests" / "smoke.yaml")
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in FIGURES:
+        figure = tmp_path / "results" / "figures" / name
+        assert figure.stat().st_size > 10_000, name
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = pd.read_csv(tmp_path / "results" / "metrics" / "runs.csv")
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), config]))
+    expected = trained_runs(plan_isoflop(cfg))
+    assert sorted(runs["run_id"]) == sorted(expected["run_id"])
+    assert runs["loss"].between(0.5, 7.0).all()  # ln(300) = 5.7 is the loss of a uniform guess
+    for column in ("n_layer", "n_embd", "N", "N_total", "D", "C", "loss", "schedule",
+                   "wall_seconds"):
+        assert column in runs.columns
+    assert (tmp_path / "results" / "fits" / "isoflop.json").exists()
+
+    again = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # a changed learning rate is a new series: every training job, nothing upstream of it
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(Path(config).read_text() + "\n")
+    with changed.open("a") as f:
+        f.write("parametrization:\n  init_std: 0.03\n")
+    plan = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile",
+                     str(changed))
+    counts = job_counts(plan.stdout + plan.stderr)
+    assert "prepare_corpus" not in counts and "encode_corpus" not in counts
+    assert counts["train_stable"] == len(cfg.model.sizes)
+
+
+def test_bad_config_exits_2_naming_the_key_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lr: -0.1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "scalinglab", "check-config", str(REPO / "config.yaml"), str(bad)],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "training.lr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_corpus_exits_2_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("corpus:\n  source: files\n  paths: [does/not/exist/*.txt]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "scalinglab", "check-config", str(REPO / "config.yaml"), str(bad)],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does/not/exist" in result.stderr
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("isoflop:\n  budgets: [0]\n")
+    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "budgets" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(shutil.which("snakefmt", path=str(Path(sys.executable).parent)) is None,
+                    reason="snakefmt is not installed")
+def test_workflow_is_snakefmt_clean():
+    rules = sorted(str(p) for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    result = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check",
+                             str(REPO / "Snakefile"), *rules], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_workflow_is_lint_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
