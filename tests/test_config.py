@@ -67,7 +67,8 @@ def _walk(cls, schema, prefix=""):
     """Yield (key, dataclass default, schema default) for every leaf key."""
     props = schema["properties"]
     names = {f.name for f in dataclasses.fields(cls)}
-    assert set(props) == names, f"{prefix or 'top level'}: schema {sorted(props)} vs {sorted(names)}"
+    where = prefix or "top level"
+    assert set(props) == names, f"{where}: schema {sorted(props)} vs code {sorted(names)}"
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
