@@ -98,3 +98,9 @@ def train_mem_mb(wildcards):
     n_total = int(rows["N_total"].iloc[0])
     # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
     return 1500 + int(16 * n_total / 2**20) * 4
+
+
+def train_gpus(wildcards):
+    # Only an explicit "cuda" asks the scheduler for a GPU: "auto" must not leave a CPU study
+    # waiting in a GPU queue, and a job that asked for a GPU fails rather than train on the CPU.
+    return 1 if STUDY.training.device == "cuda" else 0

@@ -23,6 +23,7 @@ rule train_stable:
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
+        gpu=train_gpus,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -51,6 +52,7 @@ rule decay_branch:
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
+        gpu=train_gpus,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
