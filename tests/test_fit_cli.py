@@ -359,3 +359,12 @@ def test_failed_fit_keeps_an_existing_output(tmp_path, capsys):
     argv = ["fit", "isoflop", "--input", tmp_path / "missing.csv", "--out", out]
     assert run_cli(*argv) == 2
     assert json.loads(out.read_text()) == {"old": True}
+
+
+def test_named_flops_or_run_column_must_exist(tmp_path, capsys):
+    src = runs_csv(tmp_path / "runs.csv")
+    out = tmp_path / "fit.json"
+    argv = ["fit", "isoflop", "--input", src, "--out", out, "--d-col", "tokens"]
+    assert_user_error(capsys, argv, out, "'tokens'", "--d-col")
+    argv = ["fit", "envelope", "--input", src, "--out", out, "--run-col", "series"]
+    assert_user_error(capsys, argv, out, "'series'")

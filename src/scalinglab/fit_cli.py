@@ -58,8 +58,8 @@ def _add_parametric(methods) -> None:
         + FLOPS_HELP,
     )
     _common(p)
-    p.add_argument("--d-col", default="D", help="tokens column (default D)")
-    p.add_argument("--c-col", default="C", help="FLOPs column, used when D is absent (default C)")
+    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
+    p.add_argument("--c-col", help="FLOPs column, used when D is absent (default C)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
     p.add_argument(
         "--at-compute",
@@ -83,8 +83,8 @@ def _add_isoflop(methods) -> None:
         "values of the C column. " + FLOPS_HELP,
     )
     _common(p)
-    p.add_argument("--c-col", default="C", help="FLOPs column (default C)")
-    p.add_argument("--d-col", default="D", help="tokens column (default D)")
+    p.add_argument("--c-col", help="FLOPs column (default C, derived when absent)")
+    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
     p.set_defaults(func=run_isoflop)
 
 
@@ -97,12 +97,11 @@ def _add_envelope(methods) -> None:
         + FLOPS_HELP,
     )
     _common(p, bootstrap=200)
-    p.add_argument("--c-col", default="C", help="FLOPs column (default C)")
-    p.add_argument("--d-col", default="D", help="tokens column (default D)")
+    p.add_argument("--c-col", help="FLOPs column (default C, derived when absent)")
+    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
     p.add_argument(
         "--run-col",
-        default="run_id",
-        help="run column (default run_id; absent: every row is its own run)",
+        help="run column (default run_id; when absent, every row is its own run)",
     )
     p.add_argument("--grid-points", type=int, default=50, help="FLOP grid size (default 50)")
     p.set_defaults(func=run_envelope)
@@ -193,19 +192,26 @@ class Columns:
 
 
 def _flops_columns(df, args, *, need_c: bool):
-    """Pick C and D columns and say how the missing one is derived (the 'flops_convention')."""
-    has_c = args.c_col in df.columns
-    has_d = args.d_col in df.columns
+    """Pick C and D columns and say how the missing one is derived (the 'flops_convention').
+
+    A column named on the command line must exist; the defaults C and D may be absent.
+    """
+    for flag, name in (("--c-col", args.c_col), ("--d-col", args.d_col)):
+        if name is not None and name not in df.columns:
+            have = ", ".join(map(str, df.columns))
+            raise UserError(f"{args.input}: no column {name!r} ({flag}); columns are: {have}")
+    c_col = args.c_col or "C"
+    d_col = args.d_col or "D"
+    has_c, has_d = c_col in df.columns, d_col in df.columns
     if has_c and has_d:
-        return args.c_col, args.d_col, f"C from column {args.c_col!r}, D from column {args.d_col!r}"
+        return c_col, d_col, f"C from column {c_col!r}, D from column {d_col!r}"
     if has_d:
-        return None, args.d_col, f"D from column {args.d_col!r}; C = 6ND"
+        return None, d_col, f"D from column {d_col!r}; C = 6ND"
     if has_c:
-        return args.c_col, None, f"C from column {args.c_col!r}; D = C/(6N)"
+        return c_col, None, f"C from column {c_col!r}; D = C/(6N)"
     need = "a FLOPs column" if need_c else "a tokens column"
     raise UserError(
-        f"{args.input}: {need} is needed: no column {args.d_col!r} (--d-col) "
-        f"or {args.c_col!r} (--c-col)"
+        f"{args.input}: {need} is needed: no column {d_col!r} (--d-col) or {c_col!r} (--c-col)"
     )
 
 
@@ -349,7 +355,8 @@ def _allocation_inputs(args, *, with_run: bool):
     c_col, d_col, convention = _flops_columns(df, args, need_c=True)
     names = {"N": args.n_col, "C": c_col, "D": d_col, "loss": args.loss_col}
     if with_run:
-        names["run"] = args.run_col if args.run_col in df.columns else None
+        # the default run_id may be absent (final points only); a named column must exist
+        names["run"] = args.run_col or ("run_id" if "run_id" in df.columns else None)
     cols = Columns(df, args.input, names)
     cols.require(3, "a compute-optimal fit")
     v = cols.values
@@ -386,7 +393,7 @@ def run_envelope(args) -> int:
             run, C, N, loss, D, n_boot=args.bootstrap, seed=args.seed, **kw
         )
     extra = {
-        "run_column": args.run_col if "run" in cols.values else None,
+        "run_column": (args.run_col or "run_id") if "run" in cols.values else None,
         "tokens_per_param_note": "D_opt/N_opt from the fitted laws at the largest budget",
     }
     return _write(args, _allocation_result(fit, boot, cols, convention, extra))
