@@ -7,6 +7,7 @@ Bad input (a missing column, a non-positive value, too few rows, an unreadable f
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from scalinglab.errors import UserError
@@ -224,10 +225,21 @@ def _fit_or_user_error(fn, *a, **kw):
         raise UserError(f"cannot fit: {err}") from err
 
 
+def _finite_or_none(obj):
+    """NaN and inf become null: json.dumps would write the non-standard tokens NaN/Infinity."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _write(args, result: dict) -> int:
     from scalinglab.atomic import write_json
 
-    write_json(args.out, result)
+    write_json(args.out, _finite_or_none(result))
     print(f"wrote {args.out}")
     return 0
 
