@@ -180,7 +180,11 @@ def test_isoflop_bootstrap_is_seeded_and_covers_truth():
     np.testing.assert_array_equal(first.samples, again.samples)
     low, high = first.interval("a")
     assert low < A_TRUE < high and high - low < 0.1
-    assert first.names == ("a", "k_n", "b", "k_d", "tokens_per_param")
+    assert first.names == ("a", "k_n", "b", "k_d")
+    at = laws.allocation_samples_at(first, 1e21)
+    low, high = np.percentile(at["tokens_per_param"], [2.5, 97.5])
+    n_true, d_true = laws.compute_optimal(TRUE, 1e21)
+    assert low < d_true / n_true < high
 
 
 # ---------------------------------------------------------------- Method 1

@@ -321,6 +321,8 @@ def run_parametric(args) -> int:
 def _allocation_result(fit, boot, cols, convention, extra) -> dict:
     import numpy as np
 
+    from scalinglab import laws
+
     top = max(b.C for b in fit.budgets)
     result = {
         "method": fit.method,
@@ -355,7 +357,9 @@ def _allocation_result(fit, boot, cols, convention, extra) -> dict:
     }
     if boot is not None:
         ci = boot.intervals()
-        result["ci"] = {k: ci[k] for k in ("a", "b", "k_n", "k_d", "tokens_per_param")}
+        result["ci"] = {k: ci[k] for k in ("a", "b", "k_n", "k_d")}
+        tpp = laws.allocation_samples_at(boot, top)["tokens_per_param"]
+        result["ci"]["tokens_per_param"] = [float(x) for x in np.percentile(tpp, [2.5, 97.5])]
         result["bootstrap"] = _bootstrap_block(boot)
     return result
 

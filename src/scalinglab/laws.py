@@ -586,10 +586,15 @@ def _allocation_samples(log_c, log_n_opt, log_d_opt, ok, n_boot, seed) -> Bootst
     grid_c = np.broadcast_to(log_c, ok.shape)
     a, log_kn = _masked_loglog(grid_c, np.where(ok, log_n_opt, 0.0), ok)
     b, log_kd = _masked_loglog(grid_c, np.where(ok, log_d_opt, 0.0), ok)
-    top = np.log(np.max(np.exp(log_c)))  # tokens per parameter at the largest budget
-    tpp = np.exp(log_kd - log_kn + (b - a) * top)
-    samples = np.column_stack([a, np.exp(log_kn), b, np.exp(log_kd), tpp])
-    return Bootstrap(("a", "k_n", "b", "k_d", "tokens_per_param"), samples, n_boot, seed)
+    samples = np.column_stack([a, np.exp(log_kn), b, np.exp(log_kd)])
+    return Bootstrap(("a", "k_n", "b", "k_d"), samples, n_boot, seed)
+
+
+def allocation_samples_at(boot: Bootstrap, C: float) -> dict[str, np.ndarray]:
+    """N_opt, D_opt and tokens per parameter at C from each replicate's power laws."""
+    a, k_n, b, k_d = (boot.samples[:, boot.names.index(k)] for k in ("a", "k_n", "b", "k_d"))
+    n_opt, d_opt = k_n * C**a, k_d * C**b
+    return {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt}
 
 
 def bootstrap_isoflop(C, N, loss, D=None, *, n_boot: int = 1000, seed: int = 0) -> Bootstrap:
@@ -597,8 +602,7 @@ def bootstrap_isoflop(C, N, loss, D=None, *, n_boot: int = 1000, seed: int = 0) 
 
     Vectorised over replicates (normal equations of the quadratic, batched). A budget that loses
     its curvature or its third distinct size in a replicate is left out of that replicate only.
-    D_opt follows each budget's full-data log D-log N line. `tokens_per_param` is D_opt/N_opt
-    from the replicate's power laws at the largest budget in the data.
+    D_opt follows each budget's full-data log D-log N line.
     """
     D = _default_d(C, N, D)
     _check_positive(C=C, N=N, loss=loss, D=D)
