@@ -21,6 +21,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/laws.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/mup.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         "results/metrics/runs.csv",
         "results/fits/isoflop.json",
         STUDY_FIGURES,
+        MUP_TARGETS,

@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.set_defaults(func=_bench)
 
-    from scalinglab import fit_cli
+    from scalinglab import fit_cli, mup_cli
 
     fit_cli.register(sub)
+    mup_cli.register(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from scalinglab.corpus import CorpusConfig
 from scalinglab.errors import UserError
+from scalinglab.lr_transfer import LrTransferConfig
 from scalinglab.parametrization import ParametrizationConfig
 
 
@@ -123,6 +124,7 @@ class StudyConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     flops: FlopsConfig = field(default_factory=FlopsConfig)
     isoflop: IsoflopConfig = field(default_factory=IsoflopConfig)
+    lr_transfer: LrTransferConfig = field(default_factory=LrTransferConfig)
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

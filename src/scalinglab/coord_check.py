@@ -1,0 +1,192 @@
+"""Coordinate check: do activation scales stay put as the model widens?
+
+A coordinate check (Yang et al., Tensor Programs V, arXiv:2203.03466, Fig. 5; microsoft/mup's
+`get_coord_data`) trains the same model at several widths for a few steps at one fixed learning
+rate and records the size of each layer's output *per coordinate*. Under a correct muP every
+curve is flat in width: the first updates move each coordinate by O(1), whatever the width.
+Under SP with Adam they grow: an Adam update has O(1) entries whatever the gradient, and a matrix
+sums fan_in of them, so one step moves a hidden unit, and above all a logit, by ~ lr * width.
+
+The sites are the ones `GPT.forward(..., activations=...)` records: "emb", "h.{i}.attn",
+"h.{i}.mlp" (branch outputs as added to the stream) and "logits". The size is the RMS,
+sqrt(mean(x^2)) over batch, positions and features, measured on one fixed probe batch after
+0, 1, ..., `steps` optimizer updates, so that only the weights change between rows.
+
+`growth` condenses a table into the ratio RMS(widest) / RMS(narrowest) at one (site, step);
+`check` turns that into a verdict. The test suite asserts both sides (muP flat, SP growing) and
+that a muP without its 1/m logit multiplier fails: a check that cannot fail proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scalinglab.errors import UserError
+from scalinglab.model import GPT, GPTConfig
+from scalinglab.parametrization import (
+    ParametrizationConfig,
+    init_weights,
+    model_multipliers,
+    param_groups,
+)
+
+COLUMNS = ["parametrization", "width", "seed", "step", "site", "rms"]
+# muP keeps the logits within this factor across an 8x width range; SP grows far beyond it.
+# (Measured on the default check: muP ~1.0-1.3x, SP ~5-8x; see the README.)
+MAX_FLAT_GROWTH = 2.0
+
+
+@dataclass(frozen=True)
+class CoordCheckShape:
+    """Everything but the width: a deliberately tiny model, so the check runs in seconds."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    """Fixed head count, so d_head grows with width and muP's 1/d_head attention is exercised."""
+    block_size: int = 32
+    batch_size: int = 8
+    vocab_size: int = 256
+    mlp_ratio: int = 4
+
+
+def _batches(
+    shape: CoordCheckShape, steps: int, seed: int, data_dir: Path | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` training batches, then one probe batch: the same for every width.
+
+    From a token folder (train.bin, meta.json) when given, else uniformly random tokens: the
+    scale argument does not depend on what the text is, and tests need no data files.
+    """
+    n = steps + 1
+    if data_dir is None:
+        gen = torch.Generator().manual_seed(seed)
+        seqs = torch.randint(0, shape.vocab_size, (n, shape.batch_size, shape.block_size + 1),
+                             generator=gen)
+        return [(s[:, :-1].contiguous(), s[:, 1:].contiguous()) for s in seqs]
+    from scalinglab.data import TokenData
+
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    data = TokenData(Path(data_dir) / "train.bin", meta["dtype"], shape.block_size)
+    return [data.train_batch(step, shape.batch_size, seed) for step in range(n)]
+
+
+def _rms_by_site(activations: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {site: float(x.float().pow(2).mean().sqrt()) for site, x in activations.items()}
+
+
+def coord_check(
+    widths: Sequence[int],
+    parametrizations: dict[str, ParametrizationConfig],
+    *,
+    steps: int = 4,
+    lr: float = 1e-2,
+    seeds: Sequence[int] = (0,),
+    shape: CoordCheckShape = CoordCheckShape(),
+    data_dir: str | Path | None = None,
+    adjust: Callable[[str, GPTConfig], GPTConfig] | None = None,
+) -> pd.DataFrame:
+    """RMS of every activation site after 0..`steps` AdamW steps at learning rate `lr`.
+
+    `parametrizations` maps a label to its config (e.g. {"sp": ..., "mup": ...}).
+    `adjust(label, gpt_config)` may rewrite a model's config before it is built: the tests use
+    it to break muP on purpose. Returns one row per (parametrization, width, seed, step, site)
+    with columns `COLUMNS`. No weight decay and no clipping: the check looks at raw updates.
+    """
+    _check_args(widths, steps, lr, shape)
+    if data_dir is not None:
+        shape = replace(shape, vocab_size=_vocab_size(Path(data_dir)))
+    rows = []
+    for seed in seeds:
+        batches = _batches(shape, steps, seed, None if data_dir is None else Path(data_dir))
+        probe_x, _ = batches[-1]
+        for label, pcfg in parametrizations.items():
+            for width in widths:
+                model, optimizer = _build(label, pcfg, width, shape, lr, seed, adjust)
+                for step in range(steps + 1):
+                    if step > 0:
+                        x, y = batches[step - 1]
+                        _, loss = model(x, y)
+                        loss.backward()
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    acts: dict[str, torch.Tensor] = {}
+                    with torch.no_grad():
+                        model(probe_x, activations=acts)
+                    rows += [
+                        {"parametrization": label, "width": width, "seed": seed, "step": step,
+                         "site": site, "rms": rms}
+                        for site, rms in _rms_by_site(acts).items()
+                    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _build(label, pcfg, width, shape, lr, seed, adjust):
+    if width % shape.n_head:
+        raise UserError(f"coord-check: width {width} is not divisible by n_head={shape.n_head}")
+    cfg = GPTConfig(
+        vocab_size=shape.vocab_size, block_size=shape.block_size, n_layer=shape.n_layer,
+        n_embd=width, n_head=shape.n_head, mlp_ratio=shape.mlp_ratio,
+        **model_multipliers(pcfg, shape.n_layer, width, shape.n_head),
+    )
+    if adjust is not None:
+        cfg = adjust(label, cfg)
+    model = GPT(cfg)
+    init_weights(model, pcfg, torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.AdamW(param_groups(model, pcfg, lr, weight_decay=0.0), lr=lr)
+    return model, optimizer
+
+
+def _vocab_size(data_dir: Path) -> int:
+    try:
+        return int(json.loads((data_dir / "meta.json").read_text())["vocab_size"])
+    except FileNotFoundError:
+        raise UserError(f"{data_dir / 'meta.json'}: token metadata not found") from None
+
+
+def _check_args(widths, steps, lr, shape) -> None:
+    if len(widths) < 2 or any(not isinstance(w, int) or w <= 0 for w in widths):
+        raise UserError(f"coord-check: widths must be two or more positive integers, got "
+                        f"{list(widths)}")
+    if steps < 1:
+        raise UserError(f"coord-check: steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise UserError(f"coord-check: lr must be > 0, got {lr}")
+
+
+def growth(table: pd.DataFrame, site: str = "logits", step: int = 3) -> dict[str, float]:
+    """Per parametrization: RMS at the widest width / RMS at the narrowest, at (site, step),
+    averaged over seeds. 1 is perfectly flat."""
+    rows = table[(table["site"] == site) & (table["step"] == step)]
+    if rows.empty:
+        raise UserError(f"coord-check: no rows for site {site!r} at step {step}")
+    out = {}
+    for label, group in rows.groupby("parametrization", sort=False):
+        by_width = group.groupby("width")["rms"].mean().sort_index()
+        out[str(label)] = float(by_width.iloc[-1] / by_width.iloc[0])
+    return out
+
+
+def check(table: pd.DataFrame, site: str = "logits", step: int = 3,
+          max_growth: float = MAX_FLAT_GROWTH) -> dict[str, bool]:
+    """Per parametrization: True when the (site, step) RMS grows by less than `max_growth`
+    across the widths (the muP expectation), False when it grows more (the SP expectation)."""
+    return {label: ratio < max_growth for label, ratio in growth(table, site, step).items()}
+
+
+def width_slopes(table: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Slope of log RMS against log width per (parametrization, site) at `step`: ~0 is flat,
+    ~1 grows like the width. A compact summary of the whole table for the CLI and README."""
+    rows = []
+    at = table[table["step"] == step].groupby(["parametrization", "site", "width"], sort=False)
+    means = at["rms"].mean().reset_index()
+    for (label, site), group in means.groupby(["parametrization", "site"], sort=False):
+        slope = np.polyfit(np.log(group["width"]), np.log(group["rms"]), 1)[0]
+        rows.append({"parametrization": label, "site": site, "slope": float(slope)})
+    return pd.DataFrame(rows)
