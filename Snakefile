@@ -21,6 +21,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/laws.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/paper.smk"
 include: "workflow/rules/mup.smk"
 
 
@@ -30,4 +31,5 @@ rule all:
         "results/metrics/runs.csv",
         "results/fits/isoflop.json",
         STUDY_FIGURES,
+        PAPER_FIGURES,
         MUP_TARGETS,

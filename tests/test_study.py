@@ -72,6 +72,17 @@ def test_short_runs_are_left_out_with_a_reason():
     assert len(trained_runs(table)) + len(left_out) == 4
 
 
+def test_token_limit_shortens_the_stable_run_of_small_models():
+    cfg = _cfg(isoflop={"budgets": [1e10, 3e10], "min_steps": 5, "max_tokens_per_param": 60})
+    table = plan_isoflop(cfg)
+    small = table[table.n_embd == 16]
+    assert list(small["reason"] == "") == [True, False]  # 3e10 means > 60 tokens per param
+    assert "max_tokens_per_param" in small["reason"].iloc[1]
+    assert (small["stable_steps"] == small["decay_start"].iloc[0]).all()
+    spec = series_spec(cfg, table, small["series_id"].iloc[0])
+    assert spec["stable_steps"] < spec["branches"][1]["decay_start"]
+
+
 def test_decay_inside_warmup_is_left_out():
     table = plan_isoflop(_cfg(training={"warmup_tokens": 130 * 256}))
     reasons = excluded_runs(table)["reason"]

@@ -89,6 +89,17 @@ def test_branch_checkpoints_are_saved_at_their_decay_start(tokens, tmp_path):
     assert not (tmp_path / "stable" / "pending").exists()
 
 
+def test_branch_beyond_the_stable_run_gets_a_placeholder(tokens, tmp_path):
+    spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"), (24, 30, "C2")))
+    spec["branches"][1]["trained"] = False
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    assert torch.load(tmp_path / "stable" / "branch-C1.pt", weights_only=True)["step"] == 16
+    with pytest.raises(UserError, match="not trained"):
+        train.decay_branch(spec_path, "C2", tmp_path / "stable" / "branch-C2.pt", tokens,
+                           tmp_path / "C2")
+
+
 def test_killed_stable_run_resumes_to_the_same_losses(tokens, tmp_path, monkeypatch):
     spec = tiny_spec(stable_steps=24)
     spec_path = write_spec(tmp_path / "spec.json", spec)

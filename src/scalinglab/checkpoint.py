@@ -62,6 +62,12 @@ def save(path: str | Path, *, model, optimizer, step: int, metrics: list[dict],
     atomic.write_with(path, lambda tmp: torch.save(state, tmp))
 
 
+def save_placeholder(path: str | Path, reason: str) -> None:
+    """Stand in for the checkpoint of a branch that is not trained (its budget was left out of
+    this size's IsoFLOP row), so every series of a phase has the same named outputs."""
+    atomic.write_with(path, lambda tmp: torch.save({"placeholder": reason}, tmp))
+
+
 def load(path: str | Path, spec: dict, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint made under the same spec; a wrong or corrupt file is a UserError."""
     path = Path(path)
@@ -71,6 +77,9 @@ def load(path: str | Path, spec: dict, map_location: str | torch.device = "cpu")
         raise UserError(f"{path}: checkpoint not found") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise UserError(f"{path}: not a readable scalinglab checkpoint ({err})") from None
+    if "placeholder" in state:
+        raise UserError(f"{path}: no checkpoint here, the branch is not trained "
+                        f"({state['placeholder']})")
     if state.get("spec_hash") != spec_hash(spec):
         raise UserError(f"{path}: checkpoint was made under a different spec")
     return state

@@ -111,6 +111,18 @@ class IsoflopConfig:
     max_epochs: float = field(
         default=4.0, metadata=_positive("most passes over the training tokens any run may make")
     )
+    max_tokens_per_param: float = field(
+        default=0.0,
+        metadata={"doc": "leave out runs with more tokens per parameter (0: no limit)", "min": 0},
+    )
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    epoch_csv: str | None = field(
+        default=None,
+        metadata={"doc": "your copy of Epoch AI's Chinchilla points (not shipped: no licence)"},
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,7 @@ class StudyConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     flops: FlopsConfig = field(default_factory=FlopsConfig)
     isoflop: IsoflopConfig = field(default_factory=IsoflopConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
     lr_transfer: LrTransferConfig = field(default_factory=LrTransferConfig)
 
 

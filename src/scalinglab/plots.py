@@ -76,8 +76,6 @@ def loss_curves(curves: pd.DataFrame, out: str) -> None:
 
 def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
     """Loss against N for each budget, with the fitted parabolas in log N and their minima."""
-    from scalinglab.laws import fit_parabola
-
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(8, 5.5))
     budgets = sorted(runs["C"].unique())
@@ -90,7 +88,8 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
         best = _closest(optima, budget)
         if best is None:
             continue
-        coeffs = fit_parabola(np.log(group["N"].to_numpy(float)), group["loss"].to_numpy(float))
+        # the same least-squares parabola in log N that laws.fit_isoflop fits per budget
+        coeffs = np.polyfit(np.log(group["N"].to_numpy(float)), group["loss"].to_numpy(float), 2)
         grid = np.linspace(np.log(group["N"].min()), np.log(group["N"].max()), 100)
         ax.plot(np.exp(grid), np.polyval(coeffs, grid), "-", color=color, lw=1.2)
         ax.plot(best["N_opt"], best["loss_opt"], "*", color=color, ms=14, mec="black")

@@ -130,10 +130,17 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
                 }
             )
     table = pd.DataFrame(rows)
-    table["stable_steps"] = table.groupby("series_id")["decay_start"].transform("max")
     table["reason"] = [_exclusion_reason(cfg, row) for row in table.itertuples()]
+    # a stable run trains only as far as the last branch that will be trained
+    trained_starts = table["decay_start"].where(table["reason"] == "", 0)
+    table["stable_steps"] = trained_starts.groupby(table["series_id"]).transform("max")
     _check_every_budget_has_runs(cfg, table)
     return table
+
+
+def trained_series(table: pd.DataFrame) -> list[str]:
+    """The series with at least one branch to train (the others need no stable run)."""
+    return sorted(trained_runs(table)["series_id"].unique())
 
 
 def trained_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +162,10 @@ def _exclusion_reason(cfg: StudyConfig, row) -> str:
         return "budget too small for one optimizer step"
     if row.steps < cfg.isoflop.min_steps:
         return f"{row.steps} steps < isoflop.min_steps={cfg.isoflop.min_steps}"
+    limit = cfg.isoflop.max_tokens_per_param
+    if limit and row.D / row.N > limit:
+        return (f"{row.D / row.N:.0f} tokens per parameter > "
+                f"isoflop.max_tokens_per_param={limit:g}")
     if cfg.schedule.kind == "wsd" and row.decay_start < row.warmup_steps:
         return (
             f"decay would start at step {row.decay_start}, inside the warmup "

@@ -286,8 +286,12 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
     resume_path = out_dir / RESUME_FILE
     _resume_if_possible(trainer, resume_path)
     by_step: dict[int, list[str]] = {}
+    beyond_the_end = []
     for branch in spec["branches"]:
-        by_step.setdefault(branch["decay_start"], []).append(branch["label"])
+        if branch["decay_start"] > spec["stable_steps"]:
+            beyond_the_end.append(branch)
+        else:
+            by_step.setdefault(branch["decay_start"], []).append(branch["label"])
 
     # Branch checkpoints wait in a folder Snakemake does not know about until the run ends:
     # it deletes the declared outputs of a failed job, and a resumed run cannot remake the
@@ -306,7 +310,10 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
         save_branch_points(trainer)
     for branch in spec["branches"]:
         name = f"branch-{branch['label']}.pt"
-        os.replace(pending / name, out_dir / name)
+        if branch in beyond_the_end:
+            checkpoint.save_placeholder(out_dir / name, "left out of the study table")
+        else:
+            os.replace(pending / name, out_dir / name)
     _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
                                       "wall_seconds": trainer.elapsed})
     resume_path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from scalinglab.config import StudyConfig, from_dict, to_dict
-from scalinglab.study import plan_isoflop, series_spec, trained_runs
+from scalinglab.study import plan_isoflop, series_spec, trained_runs, trained_series
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
@@ -15,7 +15,7 @@ validate(config, "../schemas/config.schema.yaml")
 STUDY = from_dict(StudyConfig, config)
 ISOFLOP = plan_isoflop(STUDY)
 ISOFLOP_TRAINED = trained_runs(ISOFLOP)
-ISOFLOP_SERIES = sorted(ISOFLOP["series_id"].unique())
+ISOFLOP_SERIES = trained_series(ISOFLOP)
 ISOFLOP_LABELS = list(dict.fromkeys(ISOFLOP["label"]))
 
 # Jobs run `python -m scalinglab`: put the interpreter that runs Snakemake (the project's .venv)
