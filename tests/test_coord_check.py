@@ -6,6 +6,7 @@ import dataclasses
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers import write_token_dir
 from scalinglab import cli
@@ -32,8 +33,17 @@ def without_logit_multiplier(label, gpt_cfg):
     return gpt_cfg
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny matmuls gain nothing from a second thread, and lose a lot when the cores are busy
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def table() -> pd.DataFrame:
+def table(one_thread) -> pd.DataFrame:
     pcfgs = {
         "sp": ParametrizationConfig("sp", base_width=64),
         "mup": ParametrizationConfig("mup", base_width=64),

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,3 +232,73 @@ def test_cli_writes_fit_table_and_figure(tmp_path):
     assert fit["parametrizations"]["sp"]["slope"] == pytest.approx(-1.0, abs=1e-9)
     assert len(pd.read_csv(table)) == len(runs)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the workflow ----------------------------------------------------------------------------------
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TINY_PHASE = """
+lr_transfer:
+  enabled: true
+  widths: [32, 64]
+  n_layer: 1
+  lrs: [4.0e-3, 8.0e-3, 1.6e-2]
+  tokens: 8192
+"""
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
+    result = snakemake(tmp_path, "results/figures/lr_transfer.png", "-n", "--cores", "2",
+                       "--quiet", "rules")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout + result.stderr)
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
+    runs = len(lr_transfer.plan(cfg))
+    assert runs == 2 * 3 * 5  # the default grid
+    assert counts["write_lr_transfer_spec"] == runs
+    assert counts["train_stable_lr_transfer"] == runs
+    assert counts["decay_branch_lr_transfer"] == runs
+    assert counts["fit_lr_transfer"] == 1
+    assert "train_stable" not in counts and "coord_check" not in counts  # only what it needs
+
+
+def test_disabled_phase_plans_no_training(tmp_path):
+    off = tmp_path / "off.yaml"
+    off.write_text("lr_transfer:\n  enabled: false\n")
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile",
+                       str(off))
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout + result.stderr)
+    assert "train_stable_lr_transfer" not in counts and "fit_lr_transfer" not in counts
+    assert counts["coord_check"] == 1
+
+
+@pytest.mark.slow
+def test_tiny_phase_end_to_end(tmp_path):
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(TINY_PHASE)
+    targets = ["results/figures/lr_transfer.png", "results/fits/lr_transfer.json"]
+    result = snakemake(tmp_path, *targets, "--cores", "2", "--configfile",
+                       str(REPO / "tests" / "smoke.yaml"), str(tiny))
+    assert result.returncode == 0, result.stderr[-4000:]
+    figure = tmp_path / targets[0]
+    assert figure.stat().st_size > 10_000
+    fit = json.loads((tmp_path / targets[1]).read_text())
+    assert set(fit["parametrizations"]) == {"sp", "mup"}
+    for res in fit["parametrizations"].values():
+        assert res["widths"] == [32, 64]
+        assert all(1e-3 < lr < 5e-2 for lr in res["best_lr"])
+        assert math.isfinite(res["slope"])
+    runs = pd.read_csv(tmp_path / "results" / "muP" / "lr_transfer_runs.csv")
+    assert len(runs) == 2 * 2 * 3 and runs["loss"].between(0.5, 7.0).all()
