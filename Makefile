@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: venv
-	$(BIN)/python -m scalinglab check-config $(CONFIG)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/python -m scalinglab check-config config.yaml $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -31,6 +31,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m scalinglab bench train
+	$(BIN)/python -m scalinglab bench-fit
 
 clean:
 	rm -rf results/* .snakemake report.html

@@ -83,6 +83,13 @@ def test_smoke_study_end_to_end(tmp_path):
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    report = snakemake(tmp_path, "--configfile", config, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for name in FIGURES:
+        assert name in html
+    assert "IsoFLOP profiles" in html  # a caption made it into the report
+
     # a changed learning rate is a new series: every training job, nothing upstream of it
     changed = tmp_path / "changed.yaml"
     changed.write_text(Path(config).read_text() + "\n")

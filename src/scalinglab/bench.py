@@ -9,6 +9,7 @@ parameter group, gradient clipping and the batch gather from the memory-mapped t
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,23 @@ from scalinglab.flops import model_counts
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.schedule import Schedule
 
+# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (SXM parts, no sparsity);
+# MFU = model FLOPs per second / this peak (PaLM, arXiv:2204.02311, appendix B).
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None  # no meaningful published peak for a shared CPU
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
+
 
 def _spec(args) -> dict:
     return {
@@ -32,7 +50,7 @@ def _spec(args) -> dict:
         "training": {"batch_size": args.batch_size, "lr": 3e-3, "weight_decay": 0.1,
                      "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 10**9,
                      "eval_tokens": args.block_size * args.batch_size,
-                     "checkpoint_every": 10**9, "device": "auto"},
+                     "checkpoint_every": 10**9, "device": "auto", "compile": args.compile},
         "schedule": {"kind": "wsd", "decay_fraction": 0.2, "decay_shape": "linear",
                      "final_lr_ratio": 0.0},
         "warmup_steps": 10,
@@ -60,9 +78,12 @@ def _time_project(trainer, schedule: Schedule, steps: int) -> float:
 
 def _time_bare(model, optimizer, batches, steps: int, device) -> float:
     start = time.perf_counter()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
     for i in range(steps):
         x, y = batches[i % len(batches)]
-        _, loss = model(x, y)
+        with autocast:
+            _, loss = model(x, y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -89,6 +110,8 @@ def run(args) -> None:
         torch.manual_seed(0)
         bare_model = GPT(config).to(device)
         bare_model.load_state_dict(trainer.model.state_dict())
+        if args.compile:
+            bare_model = torch.compile(bare_model)
         bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=3e-3, betas=(0.9, 0.95),
                                      weight_decay=0.1, fused=device.type == "cuda")
         batches = [
@@ -112,3 +135,10 @@ def run(args) -> None:
     print(f"project training step : {project_tps:10.0f} tokens/s (median of {args.repeats})")
     print(f"bare PyTorch loop     : {bare_tps:10.0f} tokens/s (median of {args.repeats})")
     print(f"ratio project / bare  : {project_tps / bare_tps:.3f}")
+    peak = peak_flops(device)
+    model_flops = project_tps * spec["flops_per_token"]
+    mfu = f"{model_flops / peak:.1%} of {peak:.3g}" if peak else "n/a (no known peak)"
+    print(f"model FLOP/s          : {model_flops:.3g} ({spec['flops_per_token']:.3g} per token); "
+          f"MFU {mfu}")
+    if device.type == "cuda":
+        print(f"peak GPU memory       : {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")

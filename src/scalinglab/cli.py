@@ -118,6 +118,10 @@ def _plot(args) -> None:
 
 
 def _bench(args) -> None:
+    if args.what == "fit":
+        from scalinglab import bench_fit
+
+        return bench_fit.main([])
     from scalinglab import bench
 
     bench.run(args)
@@ -194,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=("train",))
+    p.add_argument("what", choices=("train", "fit"),
+                   help="train: project step vs bare loop; fit: Method 3 bootstrap timing")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-head", type=int, default=4)
@@ -204,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both loops")
     p.set_defaults(func=_bench)
 
     from scalinglab import fit_cli, mup_cli

@@ -70,6 +70,7 @@ class TrainingConfig:
     device: str = field(
         default="auto", metadata={"doc": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")}
     )
+    compile: bool = field(default=False, metadata={"doc": "wrap the model in torch.compile"})
 
 
 @dataclass(frozen=True)

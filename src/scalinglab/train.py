@@ -112,6 +112,9 @@ class Trainer:
         self.val_data = TokenData(self.data_dir / "val.bin", dtype, block)
         self.model = build_model(self.spec, self.device)
         self.optimizer = build_optimizer(self.model, self.spec, self.device)
+        # torch.compile wraps the module; checkpoints keep using the plain one's state_dict
+        self.forward = (torch.compile(self.model) if self.spec["training"].get("compile")
+                        else self.model)
         train = self.spec["training"]
         self.eval_set = [
             (x.to(self.device), y.to(self.device))
@@ -148,7 +151,7 @@ class Trainer:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         with self.autocast:
-            _, loss = self.model(x, y)
+            _, loss = self.forward(x, y)
         loss.backward()
         if train["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train["grad_clip"])
@@ -163,7 +166,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in self.eval_set:
             with self.autocast:
-                _, loss = self.model(x, y)
+                _, loss = self.forward(x, y)
             total += loss.float()
         self.model.train()
         return float(total / len(self.eval_set))
