@@ -29,6 +29,26 @@ counts the attention-weighted sum of values, which would double it. The head ter
 "De-embed" row, 2 * n_embd * vocab_size forward, which N leaves out since lm_head is an
 embedding-sized matrix; for tiny models with a large vocabulary it can dominate the total.
 Norms, softmax, GELU and the embedding lookups are left out under every convention.
+
+Architecture variants (`GPTConfig.mlp`, `GPTConfig.attention`); E = n_experts, k = moe_top_k,
+c = min(linear_attention.CHUNK_SIZE, block_size), d = d_head:
+
+    MoE MLP (per block)   total:  E * 2r * n_embd^2 + E * n_embd (the router)
+                          active: k * 2r * n_embd^2 + E * n_embd
+    N         all non-embedding parameters, every expert included (the definition above)
+    N_active  the non-embedding parameters one token passes through: k experts per MoE layer
+              plus its router (every token is scored against all E experts); N when dense
+    6N term   6 * N_active under every convention: a token's compute is its active parameters'
+              (Hunyuan-Large, arXiv:2411.02265, and DeepSeekMoE, arXiv:2401.06066, count MoE
+              compute this way). The routing matmul is the router's share of N_active; top-k and
+              the softmax over E are left out like every other softmax.
+    attention term, linear attention: 6 * n_layer * (c + d) * n_embd instead of
+              6 * n_layer * block_size * n_embd. The same Kaplan "Mask" convention, the work of
+              reading the context for a query: q.k against the c keys of its own chunk (the full
+              chunk, as the softmax term counts the full context) plus phi(q) times the d x d
+              running state of each head. The value side (scores times V inside the chunk, and
+              the state update phi(k)^T v) is left out, as the softmax term leaves out the
+              attention-weighted sum of values; counting it would double both terms.
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scalinglab.errors import UserError
+from scalinglab.linear_attention import CHUNK_SIZE
 from scalinglab.model import GPTConfig
 
 CONVENTIONS = ("6N", "6N+attn", "6N+attn+head")
@@ -53,27 +74,48 @@ class ModelCounts:
     """Training FLOPs per token under `convention`."""
     convention: str
     """One of CONVENTIONS."""
+    N_active: int | None = None
+    """Non-embedding parameters a token passes through (MoE: k experts and the router);
+    None in the constructor means N (a dense model)."""
+
+    def __post_init__(self) -> None:
+        if self.N_active is None:
+            object.__setattr__(self, "N_active", self.N)
 
 
-def non_embedding_params(cfg: GPTConfig) -> int:
+def non_embedding_params(cfg: GPTConfig, active: bool = False) -> int:
     """N: per block ln_1, c_attn (3C^2), attn c_proj (C^2), ln_2, c_fc and mlp c_proj (rC^2
-    each); then ln_f."""
+    each; times the experts and plus the router for MoE); then ln_f. With `active`, an MoE
+    layer counts only k experts (N_active)."""
     C, r = cfg.n_embd, cfg.mlp_ratio
-    per_block = (3 + 1 + 2 * r) * C * C + 2 * C
+    mlp = 2 * r * C * C
+    if cfg.mlp == "moe":
+        mlp = (cfg.moe_top_k if active else cfg.n_experts) * mlp + cfg.n_experts * C
+    per_block = (3 + 1) * C * C + mlp + 2 * C
     return cfg.n_layer * per_block + C
 
 
+def attention_context(cfg: GPTConfig) -> int:
+    """The context length a query reads in the attention FLOP term: block_size for softmax,
+    chunk + d_head for chunked linear attention (see the module docstring)."""
+    if cfg.attention == "linear":
+        return min(CHUNK_SIZE, cfg.block_size) + cfg.d_head
+    return cfg.block_size
+
+
 def model_counts(cfg: GPTConfig, convention: str = "6N+attn+head") -> ModelCounts:
-    """N, N_total and the training FLOPs per token of the model `cfg` describes."""
+    """N, N_total, N_active and the training FLOPs per token of the model `cfg` describes."""
     if convention not in CONVENTIONS:
         raise UserError(
             f"flops.convention: unknown {convention!r}; expected one of " + ", ".join(CONVENTIONS)
         )
     N = non_embedding_params(cfg)
+    N_active = non_embedding_params(cfg, active=True)
     N_total = N + (2 * cfg.vocab_size + cfg.block_size) * cfg.n_embd
-    flops = 6 * N
+    flops = 6 * N_active
     if convention in ("6N+attn", "6N+attn+head"):
-        flops += 6 * cfg.n_layer * cfg.block_size * cfg.n_embd
+        flops += 6 * cfg.n_layer * attention_context(cfg) * cfg.n_embd
     if convention == "6N+attn+head":
         flops += 6 * cfg.n_embd * cfg.vocab_size
-    return ModelCounts(N=N, N_total=N_total, flops_per_token=float(flops), convention=convention)
+    return ModelCounts(N=N, N_total=N_total, flops_per_token=float(flops), convention=convention,
+                       N_active=N_active)

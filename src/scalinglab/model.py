@@ -22,6 +22,16 @@ whole interface: `scalinglab.parametrization` computes them, initialises the wei
 the optimizer groups from `GPT.parameter_kinds()`. `GPT.__init__` leaves torch's default init in
 place; call `parametrization.init_weights` before training.
 
+Architecture variants are selected by `GPTConfig` and live in their own modules, so that this
+file stays the dense softmax model unless asked otherwise (the defaults are that model):
+
+- `attention="linear"`: `linear_attention.LinearAttention`, causal linear attention with the
+  `feature_map` kernel, chunked (Katharopoulos et al., arXiv:2006.16236);
+- `mlp="moe"`: `moe.MoEMLP`, `n_experts` dense MLPs of which `moe_top_k` run per token, with
+  Switch's load-balancing loss (arXiv:2101.03961). In training mode the returned loss is
+  cross-entropy + `moe_aux_coef` * (aux loss averaged over layers); in eval mode it is the
+  cross-entropy alone, so validation losses compare across variants.
+
 Activations for a muP coordinate check: pass a dict as `forward(..., activations=acts)` and it is
 filled with detached tensors under these names:
 
@@ -44,8 +54,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scalinglab.errors import UserError
+from scalinglab.linear_attention import FEATURE_MAPS, LinearAttention
+from scalinglab.moe import MoEMLP
 
-PARAMETER_KINDS = ("embedding", "position", "hidden", "readout", "vector")
+# "router": the MoE gating matrix (scalinglab.moe); absent from dense models
+PARAMETER_KINDS = ("embedding", "position", "hidden", "router", "readout", "vector")
+ATTENTIONS = ("softmax", "linear")
+MLPS = ("dense", "moe")
 
 
 @dataclass(frozen=True)
@@ -72,9 +87,22 @@ class GPTConfig:
     """Softmax scale of q.k; None means 1/sqrt(d_head) (the SDPA default)."""
     residual_scale: float = 1.0
     """Multiplies each residual branch (attention and MLP outputs) before it is added."""
+    attention: str = "softmax"
+    """"softmax" (SDPA) or "linear" (scalinglab.linear_attention)."""
+    feature_map: str = "elu"
+    """Kernel of linear attention: "elu" (elu + 1) or "relu". Unused by softmax attention."""
+    mlp: str = "dense"
+    """"dense" (one GELU MLP) or "moe" (scalinglab.moe: n_experts MLPs, moe_top_k per token)."""
+    n_experts: int = 1
+    """Experts per MoE layer."""
+    moe_top_k: int = 1
+    """Experts each token is routed to (at most n_experts)."""
+    moe_aux_coef: float = 0.01
+    """Weight of the load-balancing loss in the training loss (Switch's alpha)."""
 
     def __post_init__(self) -> None:
-        for key in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "mlp_ratio"):
+        for key in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "mlp_ratio",
+                    "n_experts", "moe_top_k"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"{key}: must be a positive integer, got {value!r}")
@@ -82,6 +110,16 @@ class GPTConfig:
             raise UserError(
                 f"n_head: n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
             )
+        for key, offered in (("attention", ATTENTIONS), ("feature_map", FEATURE_MAPS),
+                             ("mlp", MLPS)):
+            if getattr(self, key) not in offered:
+                raise UserError(f"{key}: unknown {getattr(self, key)!r}; expected one of "
+                                + ", ".join(offered))
+        if self.moe_top_k > self.n_experts:
+            raise UserError(f"moe_top_k: {self.moe_top_k} is more than n_experts="
+                            f"{self.n_experts}")
+        if not self.moe_aux_coef >= 0:
+            raise UserError(f"moe_aux_coef: must be >= 0, got {self.moe_aux_coef!r}")
 
     @property
     def d_head(self) -> int:
@@ -124,9 +162,10 @@ class Block(nn.Module):
         super().__init__()
         self.residual_scale = config.residual_scale
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=False)
-        self.attn = CausalSelfAttention(config)
+        linear = config.attention == "linear"
+        self.attn = LinearAttention(config) if linear else CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=False)
-        self.mlp = MLP(config)
+        self.mlp = MoEMLP(config, MLP) if config.mlp == "moe" else MLP(config)
 
     def forward(self, x: Tensor, activations: dict | None = None, name: str = "") -> Tensor:
         a = self.residual_scale * self.attn(self.ln_1(x))  # (B, T, C)
@@ -183,13 +222,17 @@ class GPT(nn.Module):
             loss = F.cross_entropy(
                 logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
             )
+            if self.training and self.config.mlp == "moe":
+                aux = torch.stack([block.mlp.aux_loss for block in self.transformer.h]).mean()
+                loss = loss + self.config.moe_aux_coef * aux
         return logits, loss
 
     def parameter_kinds(self) -> dict[str, str]:
         """Map each parameter name to its kind, the key of the parametrization table:
 
         "embedding" wte, "position" wpe, "readout" lm_head, "vector" any 1-D parameter
-        (the LayerNorm gains), "hidden" every other (matrix) weight inside the blocks.
+        (the LayerNorm gains), "router" an MoE router, "hidden" every other (matrix) weight
+        inside the blocks (MoE experts included).
         """
         kinds = {}
         for name, p in self.named_parameters():
@@ -201,6 +244,8 @@ class GPT(nn.Module):
                 kinds[name] = "readout"
             elif p.ndim < 2:
                 kinds[name] = "vector"
+            elif name.endswith("mlp.router.weight"):
+                kinds[name] = "router"
             else:
                 kinds[name] = "hidden"
         return kinds

@@ -19,6 +19,8 @@ depth_scale) agree; a test checks that.
 | `hidden.init_std` | matrices in blocks | init_std | init_std / sqrt(m) |
 | `residual.init_std` | `c_proj` (attn, mlp) | × 1/sqrt(2·n_layer) | × 1/sqrt(2·n_layer) |
 | `hidden.lr` | matrices in blocks | lr | lr / m |
+| `router.init_std` | MoE `router` | init_std | init_std / sqrt(m) |
+| `router.lr` | MoE `router` | lr | lr / m |
 | `readout.init_std` | `lm_head` | init_std | init_std |
 | `readout.lr` | `lm_head` | lr | lr |
 | `logits.scale` | logits | output_mult | output_mult / m |
@@ -32,6 +34,11 @@ Why each muP rule (for Adam; Tensor Programs V, Table 3, in its equivalent outpu
 - hidden lr / m: an Adam update has O(1) entries whatever the gradient scale, and a matrix sums
   fan_in of them, so the per-entry step must shrink like 1/fan_in to move activations by O(1).
 - embeddings, positions and norm gains have no width-sized fan_in: init and lr stay fixed.
+- MoE router (`scalinglab.moe`): its fan_in is the width but its fan_out (n_experts) is not, so
+  strict muP would treat it like the readout (logits shrinking like 1/m). We give it the hidden
+  rules instead, so that its logits, and hence the routing, are O(1) at init at every width;
+  being its own kind, it has its own optimizer group and can be given other rules here. Experts
+  are ordinary hidden matrices (their `c_proj` gets the residual init below).
 - readout: we keep its init and lr fixed and multiply the logits by output_mult / m, the
   multiplier form used by Cerebras-GPT and MiniCPM (`dim_model_base`), rather than a
   zero-initialised readout; both are muP, and this one keeps SP and muP identical at m = 1.
@@ -73,6 +80,8 @@ WIDTH_EXPONENTS: dict[str, dict[str, float]] = {
     "position.lr": {"sp": 0.0, "mup": 0.0},
     "hidden.init_std": {"sp": 0.0, "mup": -0.5},
     "hidden.lr": {"sp": 0.0, "mup": -1.0},
+    "router.init_std": {"sp": 0.0, "mup": -0.5},
+    "router.lr": {"sp": 0.0, "mup": -1.0},
     "readout.init_std": {"sp": 0.0, "mup": 0.0},
     "readout.lr": {"sp": 0.0, "mup": 0.0},
     "vector.lr": {"sp": 0.0, "mup": 0.0},
@@ -168,10 +177,15 @@ def init_weights(
     model: GPT, pcfg: ParametrizationConfig, generator: torch.Generator | None = None
 ) -> None:
     """Initialise every parameter of `model` by the table, in `named_parameters()` order, so
-    a seeded `generator` gives the same weights on every run."""
+    a seeded `generator` gives the same weights on every run.
+
+    MoE routers are drawn last, after every other parameter: adding a router then leaves the
+    draws of the other weights unchanged, so an MoE with one expert gets the dense model's
+    weights exactly (tests/test_moe.py)."""
     m = width_multiplier(pcfg, model.config.n_embd)
     kinds = model.parameter_kinds()
-    for name, p in model.named_parameters():
+    named = sorted(model.named_parameters(), key=lambda item: kinds[item[0]] == "router")
+    for name, p in named:
         if kinds[name] == "vector":
             # norm gains start at 1 (a bias, should a variant add one, at 0)
             p.fill_(0.0 if name.endswith("bias") else 1.0)
