@@ -73,13 +73,16 @@ def build_optimizer(model: GPT, spec: dict, device: torch.device) -> torch.optim
     )
 
 
-def make_schedule(spec: dict, total_steps: int, decay_start: int | None) -> Schedule:
+def make_schedule(spec: dict, total_steps: int, decay_start: int | None,
+                  shape: str | None = None) -> Schedule:
+    """`shape` overrides the spec's decay shape: a branch may name its own (the stable phase
+    before it is the same for every shape, so one stable run serves a decay-shape ablation)."""
     sched = spec["schedule"]
     if sched["kind"] == "cosine":
         return Schedule(kind="cosine", warmup_steps=spec["warmup_steps"], total_steps=total_steps,
                         final_ratio=sched["final_lr_ratio"])
     return Schedule(kind="wsd", warmup_steps=spec["warmup_steps"], total_steps=total_steps,
-                    decay_start=decay_start, shape=sched["decay_shape"],
+                    decay_start=decay_start, shape=shape or sched["decay_shape"],
                     final_ratio=sched["final_lr_ratio"])
 
 
@@ -341,7 +344,8 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
         raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
                         f"branch {label} decays from step {branch['decay_start']}")
     _resume_if_possible(trainer, resume_path)
-    schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"])
+    schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"],
+                             shape=branch.get("decay_shape"))
     trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
                 desc=f"{spec['series_id']} {label}")
     final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
