@@ -23,6 +23,7 @@ include: "workflow/rules/laws.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/mup.smk"
+include: "workflow/rules/variants.smk"
 
 
 rule all:
@@ -33,3 +34,4 @@ rule all:
         STUDY_FIGURES,
         PAPER_FIGURES,
         MUP_TARGETS,
+        VARIANT_TARGETS,

@@ -212,10 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile both loops")
     p.set_defaults(func=_bench)
 
-    from scalinglab import fit_cli, mup_cli
+    from scalinglab import fit_cli, mup_cli, variants_cli
 
     fit_cli.register(sub)
     mup_cli.register(sub)
+    variants_cli.register(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from scalinglab.corpus import CorpusConfig
 from scalinglab.errors import UserError
 from scalinglab.lr_transfer import LrTransferConfig
 from scalinglab.parametrization import ParametrizationConfig
+from scalinglab.variants import VariantsConfig
 
 
 def _positive(doc: str) -> dict:
@@ -139,6 +140,7 @@ class StudyConfig:
     isoflop: IsoflopConfig = field(default_factory=IsoflopConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     lr_transfer: LrTransferConfig = field(default_factory=LrTransferConfig)
+    variants: VariantsConfig = field(default_factory=VariantsConfig)
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
