@@ -12,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on the machines that run the workflow
 
+import matplotlib.ticker  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -128,6 +130,8 @@ def compute_optimal(fit: dict, out: str) -> None:
                 label=f"{name}_opt = {fit[coef]:.3g} C^{fit[exp]:.3f} {text}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # a two-decade range: minor labels would collide
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("compute C (FLOPs)")
         ax.set_ylabel(f"{column}")
         ax.legend(fontsize=8)

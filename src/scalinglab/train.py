@@ -137,7 +137,10 @@ class Trainer:
         checkpoint.restore_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
-        self.metrics = list(state["metrics"]) if keep_metrics else []
+        if keep_metrics:
+            self.metrics = list(state["metrics"])
+        else:  # a branch starts its curve at the stable run's eval at the branch point
+            self.metrics = [row for row in state["metrics"][-1:] if row["step"] == self.step]
         self.interval_loss, self.interval_steps = state["interval"] if keep_metrics else (0.0, 0)
 
     def save(self, path: Path) -> None:
