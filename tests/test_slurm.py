@@ -133,7 +133,7 @@ def local_slurm():
         pytest.skip("SLURM is not installed and there is no apt-get to install it")
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     lock = LOCK.open("w")
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + 600
     while True:  # one test session at a time may drive (and stop) the cluster
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
