@@ -24,6 +24,9 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/mup.smk"
 include: "workflow/rules/variants.smk"
+include: "workflow/rules/hparams.smk"
+include: "workflow/rules/wsd_vs_cosine.smk"
+include: "workflow/rules/recipe.smk"
 
 
 rule all:
@@ -35,3 +38,4 @@ rule all:
         PAPER_FIGURES,
         MUP_TARGETS,
         VARIANT_TARGETS,
+        HPARAM_TARGETS,

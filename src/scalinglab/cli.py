@@ -22,12 +22,17 @@ def _check_config(args) -> None:
 
     cfg = from_dict(StudyConfig, merged_config(args.configs))
     table = plan_isoflop(cfg)
+    from scalinglab.hparams_cli import check as check_hparam_phases
+
+    phase_lines = check_hparam_phases(cfg)
     validate_corpus(cfg.corpus)
     trained = trained_runs(table)
     print(f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets -> "
           f"{len(trained)} branches to train, {trained['C_actual'].sum():.3g} FLOPs in all")
     for row in excluded_runs(table).itertuples():
         print(f"  left out {row.run_id}: {row.reason}")
+    for line in phase_lines:
+        print(line)
 
 
 def merged_config(paths: list[str]) -> dict:
@@ -217,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit_cli.register(sub)
     mup_cli.register(sub)
     variants_cli.register(sub)
+    from scalinglab import hparams_cli
+
+    hparams_cli.register(sub)
     return parser
 
 

@@ -17,10 +17,14 @@ from typing import Any
 import yaml
 
 from scalinglab.corpus import CorpusConfig
+from scalinglab.critical_batch import CriticalBatchConfig
 from scalinglab.errors import UserError
+from scalinglab.hparams import HparamsConfig
 from scalinglab.lr_transfer import LrTransferConfig
 from scalinglab.parametrization import ParametrizationConfig
+from scalinglab.recipe import ValidationConfig
 from scalinglab.variants import VariantsConfig
+from scalinglab.wsd_vs_cosine import WsdVsCosineConfig
 
 
 def _positive(doc: str) -> dict:
@@ -141,6 +145,10 @@ class StudyConfig:
     paper: PaperConfig = field(default_factory=PaperConfig)
     lr_transfer: LrTransferConfig = field(default_factory=LrTransferConfig)
     variants: VariantsConfig = field(default_factory=VariantsConfig)
+    hparams: HparamsConfig = field(default_factory=HparamsConfig)
+    critical_batch: CriticalBatchConfig = field(default_factory=CriticalBatchConfig)
+    wsd_vs_cosine: WsdVsCosineConfig = field(default_factory=WsdVsCosineConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

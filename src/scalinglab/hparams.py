@@ -1,0 +1,303 @@
+"""Hyperparameter laws, DeepSeek style: eta_opt(C) and B_opt(C) from LR x batch sweeps.
+
+DeepSeek LLM (arXiv:2401.02954, Sec. 3.1) trains a grid of batch sizes x learning rates at several
+small compute budgets, calls every run whose loss is within a small fraction of its budget's best
+"near-optimal" (0.25% there), and fits eta_opt = k C^e and B_opt = k C^e through the near-optimal
+points of all budgets. This phase does the same on the study's corpus and model family:
+
+- one model size per budget, the ladder size (`model.sizes`) whose tokens per parameter D/N at
+  that budget is closest to `hparams.tokens_per_param` (a stand-in for the compute-optimal size,
+  which the IsoFLOP phase only knows afterwards);
+- batch sizes in tokens (`hparams.batch_tokens`, whole sequences of `model.block_size`), and a
+  learning-rate grid shared by every budget (at least 3 LRs, so a budget's optimum can be inside);
+- every run under the study's schedule (WSD with its decay) and the study's warmup in tokens.
+
+Near-optimal: loss <= (1 + near_optimal) * best loss of the budget. The default 1% (DeepSeek:
+0.25%) suits runs of a few hundred steps, whose final validation loss moves by a few tenths of a
+percent with the seed alone; 0.25% would keep one run per budget and fit noise.
+
+The same near-optimal points are fitted against the model size N as well (eta*(N) ~ N^-alpha,
+B*(N) ~ N^beta, the seed recipe's step 1). Sizes grow with the budget here, so the two forms share
+their points and differ only in the x axis.
+
+Runs follow the IsoFLOP phase's layout: a series is (size, lr, batch, seed) and carries one branch
+label per budget; only the budgets where its size was chosen are trained (`reason` says why the
+others are not), so a stable job's outputs are the same named files for every series.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scalinglab import phase_runs
+from scalinglab.errors import UserError
+
+PHASE = "hparams"
+SERIES_PREFIX = "hp"
+NOT_CHOSEN = "size not chosen for this budget"
+
+
+@dataclass(frozen=True)
+class HparamsConfig:
+    """The LR x batch sweep (off unless `enabled`)."""
+
+    enabled: bool = field(default=False, metadata={"doc": "run the LR x batch sweep phase"})
+    budgets: tuple[float, ...] = field(
+        default=(), metadata=phase_runs.positive("compute budgets C in FLOPs (at least 2)")
+    )
+    lrs: tuple[float, ...] = field(
+        default=(), metadata=phase_runs.positive("learning-rate grid, ascending (at least 3)")
+    )
+    batch_tokens: tuple[int, ...] = field(
+        default=(),
+        metadata=phase_runs.positive("batch sizes in tokens, multiples of model.block_size "
+                                     "(at least 2)"),
+    )
+    tokens_per_param: float = field(
+        default=20.0,
+        metadata=phase_runs.positive("each budget trains the ladder size whose D/N is closest "
+                                     "to this"),
+    )
+    near_optimal: float = field(
+        default=0.01,
+        metadata={"doc": "a run within this fraction of its budget's best loss is near-optimal",
+                  "min": 0},
+    )
+    seeds: tuple[int, ...] = field(
+        default=(0,), metadata={"doc": "init and data-order seeds; losses are averaged",
+                                "min_len": 1}
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("budgets", "lrs", "batch_tokens", "seeds"):
+            phase_runs.check_unique(getattr(self, key), f"hparams.{key}")
+        if list(self.lrs) != sorted(self.lrs):
+            raise UserError("hparams.lrs: list the learning rates in ascending order")
+        if not self.enabled:
+            return
+        if len(self.budgets) < 2:
+            raise UserError(f"hparams.budgets: needs at least 2 budgets for a law in C, got "
+                            f"{len(self.budgets)}")
+        if len(self.lrs) < 3:
+            raise UserError(f"hparams.lrs: needs at least 3 learning rates per budget, got "
+                            f"{len(self.lrs)}")
+        if len(self.batch_tokens) < 2:
+            raise UserError(f"hparams.batch_tokens: needs at least 2 batch sizes, got "
+                            f"{len(self.batch_tokens)}")
+
+
+def choose_size(cfg, budget: float):
+    """The ladder size whose D/N at `budget` is closest (in log) to the target tokens/param."""
+    from scalinglab import study
+    from scalinglab.flops import model_counts
+
+    target = cfg.hparams.tokens_per_param
+
+    def distance(size) -> float:
+        counts = model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
+        return abs(math.log(budget / counts.flops_per_token / counts.N / target))
+
+    return min(cfg.model.sizes, key=distance)
+
+
+def series_id(p: str, size, lr: float, batch_size: int, seed: int) -> str:
+    from scalinglab import study
+
+    return f"{SERIES_PREFIX}-{study.series_id(p, size, lr, batch_size)}-s{seed}"
+
+
+def plan(cfg) -> pd.DataFrame:
+    """One row per (series, budget) in `study.plan_isoflop`'s layout; empty when off."""
+
+    hp = cfg.hparams
+    if not hp.enabled:
+        return pd.DataFrame()
+    batches = [phase_runs.batch_size_of(bt, cfg.model.block_size, f"hparams.batch_tokens[{i}]")
+               for i, bt in enumerate(hp.batch_tokens)]
+    chosen = {b: choose_size(cfg, b) for b in hp.budgets}
+    rows = []
+    for size in dict.fromkeys(chosen.values()):
+        for lr in hp.lrs:
+            for batch in batches:
+                for seed in hp.seeds:
+                    run_cfg = phase_runs.run_config(cfg, size=size, lr=lr, batch_size=batch,
+                                                    seed=seed)
+                    sid = series_id(cfg.parametrization.name, size, lr, batch, seed)
+                    for i, budget in enumerate(hp.budgets):
+                        rows.append(_row(run_cfg, sid, size, budget, i, chosen[budget] == size))
+    table = phase_runs.finish(rows)
+    trained_steps = table["steps"].where(table["reason"] == "", 1)
+    return table.assign(eval_every=trained_steps.groupby(table["series_id"]).transform("max"))
+
+
+def _row(run_cfg, sid: str, size, budget: float, i: int, trained: bool) -> dict:
+    from scalinglab import study
+    from scalinglab.flops import model_counts
+
+    fpt = model_counts(study.gpt_config(run_cfg, size), run_cfg.flops.convention).flops_per_token
+    steps = phase_runs.steps_for(budget, fpt, study.batch_tokens(run_cfg))
+    label = study.budget_label(budget)
+    key = f"hparams.budgets[{i}]"
+    reason = "" if trained else NOT_CHOSEN
+    if trained and steps < run_cfg.isoflop.min_steps:
+        raise UserError(f"{key}: budget {budget:.3g} gives {steps} steps of "
+                        f"{study.batch_tokens(run_cfg)} tokens for size "
+                        f"{study.size_label(size)}, fewer than isoflop.min_steps="
+                        f"{run_cfg.isoflop.min_steps}; raise the budget or lower batch_tokens")
+    if not trained:  # a placeholder checkpoint is all the stable run writes for it
+        steps, start = max(steps, 1), max(steps, 1)
+    elif run_cfg.schedule.kind == "cosine":
+        start = 0  # a cosine run cannot be branched: its decay job trains it all
+    else:
+        start = phase_runs.wsd_decay_start(run_cfg, steps, key, f"{sid}_{label}")
+    return phase_runs.branch_row(run_cfg, phase=PHASE, series_id=sid, label=label, size=size,
+                                 steps=steps, decay_start=start, C=float(budget), reason=reason)
+
+
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+    """The spec of one series, in the format `train.train_stable` / `decay_branch` read; it
+    evaluates only at branch points and at the end (only final losses enter the fit)."""
+    from scalinglab import study
+    from scalinglab.config import SizeConfig
+
+    rows = table[table["series_id"] == sid]
+    if rows.empty:
+        raise UserError(f"unknown hparams series {sid!r}")
+    first = rows.iloc[0]
+    run_cfg = phase_runs.run_config(
+        cfg, size=SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head)),
+        lr=float(first.lr), batch_size=int(first.batch_size), seed=int(first.seed),
+        eval_every=int(first.eval_every))
+    return study.series_spec(run_cfg, rows, sid)
+
+
+# -- analysis -------------------------------------------------------------------------------------
+def read_runs(run_jsons) -> pd.DataFrame:
+    """One row per finished branch: budget C, N, lr, batch in tokens, seed, loss, diverged."""
+    import json
+    from pathlib import Path
+
+    from scalinglab.lr_transfer import is_diverged
+
+    rows = []
+    for path in run_jsons:
+        try:
+            record = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: missing run output") from None
+        spec = record["spec"]
+        loss = record.get("final_val_loss")
+        loss = float("nan") if loss is None else float(loss)
+        rows.append({
+            "run_id": record["run_id"], "C": float(record["C"]), "N": int(spec["N"]),
+            "n_layer": spec["model"]["n_layer"], "n_embd": spec["model"]["n_embd"],
+            "lr": float(spec["training"]["lr"]),
+            "batch_tokens": spec["training"]["batch_size"] * spec["model"]["block_size"],
+            "seed": spec["seed"], "D": record["D"], "loss": loss,
+            "diverged": is_diverged(loss, spec["model"]["vocab_size"]),
+        })
+    if not rows:
+        raise UserError("hparams-fit: no runs given")
+    return pd.DataFrame(rows).sort_values(["C", "batch_tokens", "lr", "seed"], ignore_index=True)
+
+
+def mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """One point per (C, batch, lr): the mean loss of the seeds that did not diverge."""
+    keys = ["C", "N", "batch_tokens", "lr"]
+    ok = runs[~runs["diverged"]]
+    points = ok.groupby(keys, as_index=False)["loss"].mean()
+    every = runs.groupby(keys, as_index=False).size()[keys]
+    points = every.merge(points, on=keys, how="left")
+    points["diverged"] = points["loss"].isna()
+    return points
+
+
+def near_optimal(points: pd.DataFrame, tolerance: float) -> pd.Series:
+    """True for points within `tolerance` (a fraction) of their budget's lowest loss."""
+    best = points.groupby("C")["loss"].transform("min")
+    return (points["loss"] <= best * (1.0 + tolerance)) & ~points["diverged"]
+
+
+def fit_law(x, y, *, n_boot: int, seed: int) -> dict:
+    """y = coef * x^exponent on the given points, with a pairs-bootstrap 95% interval and the
+    replicates (the recipe evaluates them at its own compute)."""
+    from scalinglab import laws
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(np.unique(x)) < 2:
+        return {"error": "fewer than 2 distinct x values"}
+    try:
+        fit = laws.fit_power_law(x, y)
+    except laws.FitError as err:
+        return {"error": str(err)}
+    out = {"form": "y = coef * x^exponent", "coef": fit.coef, "exponent": fit.exponent,
+           "n_points": fit.n_points, "rss_log": fit.rss, "ci": None, "samples": []}
+    if n_boot > 0:
+        boot = laws.bootstrap_power_law(x, y, n_boot=n_boot, seed=seed)
+        out["ci"] = boot.intervals()
+        out["bootstrap"] = {"n": n_boot, "seed": seed, "n_failed": boot.n_failed,
+                            "level": 0.95}
+        out["samples"] = [[float(f"{c:.6g}"), float(f"{e:.6g}")] for c, e in boot.samples]
+    return out
+
+
+def law_at(law: dict, x: float) -> dict:
+    """A fitted law and its bootstrap interval evaluated at x."""
+    if "error" in law:
+        return {"value": float("nan"), "ci": [float("nan"), float("nan")], "error": law["error"]}
+    value = law["coef"] * x ** law["exponent"]
+    ci = [float("nan"), float("nan")]
+    if law.get("samples"):
+        s = np.asarray(law["samples"], float)
+        ci = [float(v) for v in np.percentile(s[:, 0] * x ** s[:, 1], [2.5, 97.5])]
+    return {"value": float(value), "ci": ci}
+
+
+def analyse(runs: pd.DataFrame, tolerance: float, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The content of `results/fits/hparams.json`."""
+    points = mean_over_seeds(runs)
+    points["near_optimal"] = near_optimal(points, tolerance)
+    lrs, batches = np.sort(points["lr"].unique()), np.sort(points["batch_tokens"].unique())
+    budgets = []
+    for c, at in points.groupby("C", sort=True):
+        ok = at[~at["diverged"]]
+        near = at[at["near_optimal"]]
+        if ok.empty:
+            budgets.append({"C": float(c), "N": int(at["N"].iloc[0]), "all_diverged": True})
+            continue
+        best = ok.loc[ok["loss"].idxmin()]
+        budgets.append({
+            "C": float(c), "N": int(best["N"]), "best_loss": float(best["loss"]),
+            "best_lr": float(best["lr"]), "best_batch_tokens": int(best["batch_tokens"]),
+            # the best run at an end of the grid: the optimum may lie beyond it
+            "lr_at_grid_edge": bool(best["lr"] in (lrs[0], lrs[-1])),
+            "batch_at_grid_edge": bool(best["batch_tokens"] in (batches[0], batches[-1])),
+            "n_near_optimal": int(len(near)),
+            "near_optimal_lr_geomean": float(np.exp(np.log(near["lr"]).mean())),
+            "near_optimal_batch_geomean": float(np.exp(np.log(near["batch_tokens"]).mean())),
+        })
+    near = points[points["near_optimal"]]
+    laws_out = {}
+    for name, x_col, y_col in (("lr_vs_C", "C", "lr"), ("batch_vs_C", "C", "batch_tokens"),
+                               ("lr_vs_N", "N", "lr"), ("batch_vs_N", "N", "batch_tokens")):
+        laws_out[name] = fit_law(near[x_col], near[y_col], n_boot=n_boot, seed=seed)
+    return {
+        "criterion": f"near-optimal: loss <= (1 + {tolerance:g}) x the budget's lowest loss "
+                     "(mean over seeds; diverged runs left out)",
+        "near_optimal": tolerance,
+        "laws_form": {"lr_vs_C": "eta_opt = coef * C^exponent",
+                      "batch_vs_C": "B_opt (tokens) = coef * C^exponent",
+                      "lr_vs_N": "eta_opt = coef * N^exponent (N non-embedding parameters)",
+                      "batch_vs_N": "B_opt (tokens) = coef * N^exponent"},
+        "grid": {"lrs": lrs.tolist(), "batch_tokens": [int(b) for b in batches]},
+        "budgets": budgets,
+        "laws": laws_out,
+        "n_runs": int(len(runs)),
+        "n_diverged": int(runs["diverged"].sum()),
+        "n_near_optimal": int(len(near)),
+        "points": points.to_dict(orient="records"),
+    }

@@ -1,0 +1,225 @@
+"""Run tables and specs for the hyperparameter, schedule and validation phases.
+
+Every phase here trains through the spine's `train-stable` / `decay-branch` verbs, so its runs are
+rows in the column layout of `study.plan_isoflop` (one row per decay branch, grouped into series
+by `series_id`), and `study.series_spec` turns a series into the spec file those verbs read. This
+module holds what the phases share: the per-run view of the study config, one branch row, the
+shape type of the phases' config sections, and the input/params/resource functions their
+Snakemake rules call (`PhaseFiles`), so that the rule files hold rules only.
+
+config.py imports the phases' config dataclasses, and this module's `ShapeConfig` with them, so
+config and study are imported inside the functions here, not at the top.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+
+from scalinglab.errors import UserError
+
+
+def positive(doc: str) -> dict:
+    return {"doc": doc, "min": 0, "exclusive": True}
+
+
+@dataclass(frozen=True)
+class ShapeConfig:
+    """A model shape named in a phase's own config section (as `model.sizes` entries are)."""
+
+    n_layer: int = field(metadata=positive("number of transformer blocks"))
+    n_embd: int = field(metadata=positive("residual stream width"))
+    n_head: int = field(metadata=positive("attention heads; must divide n_embd"))
+
+    def size(self):
+        from scalinglab.config import SizeConfig
+
+        return SizeConfig(self.n_layer, self.n_embd, self.n_head)
+
+
+def check_shapes(shapes, key: str) -> None:
+    for i, shape in enumerate(shapes):
+        if shape.n_embd % shape.n_head:
+            raise UserError(f"{key}[{i}]: n_head={shape.n_head} does not divide "
+                            f"n_embd={shape.n_embd}")
+
+
+def check_unique(values, key: str) -> None:
+    if len(set(values)) != len(values):
+        raise UserError(f"{key}: the same value is listed twice")
+
+
+def batch_size_of(batch_tokens: int, block_size: int, key: str) -> int:
+    """Sequences per step for a batch given in tokens; it must be whole sequences."""
+    if batch_tokens % block_size:
+        raise UserError(f"{key}: {batch_tokens} tokens is not a multiple of "
+                        f"model.block_size={block_size}")
+    return batch_tokens // block_size
+
+
+def run_config(cfg, *, size=None, lr: float | None = None, batch_size: int | None = None,
+               seed: int | None = None, eval_every: int | None = None,
+               eval_tokens: int | None = None, schedule=None):
+    """The study config as one run of a phase sees it (its size, LR, batch, seed, evals)."""
+    training = cfg.training
+    for key, value in (("lr", lr), ("batch_size", batch_size), ("eval_every", eval_every),
+                       ("eval_tokens", eval_tokens)):
+        if value is not None:
+            training = replace(training, **{key: value})
+    return replace(
+        cfg,
+        seed=cfg.seed if seed is None else int(seed),
+        model=cfg.model if size is None else replace(cfg.model, sizes=(size,)),
+        training=training,
+        schedule=cfg.schedule if schedule is None else schedule,
+    )
+
+
+def branch_row(cfg, *, phase: str, series_id: str, label: str, size, steps: int,
+               decay_start: int, **extra) -> dict:
+    """One decay branch in `study.plan_isoflop`'s layout under the run's own config `cfg`
+    (see `run_config`). `stable_steps` and `reason` are filled in per series by `finish`."""
+    from scalinglab import study
+    from scalinglab.flops import model_counts
+
+    counts = model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
+    tokens = steps * study.batch_tokens(cfg)
+    return {
+        "phase": phase, "series_id": series_id, "label": label,
+        "run_id": f"{series_id}_{label}", "parametrization": cfg.parametrization.name,
+        "n_layer": size.n_layer, "n_embd": size.n_embd, "n_head": size.n_head,
+        "lr": float(cfg.training.lr), "batch_size": cfg.training.batch_size,
+        "batch_tokens": study.batch_tokens(cfg), "seed": cfg.seed,
+        "schedule": study.schedule_name(cfg), "N": counts.N, "N_total": counts.N_total,
+        "flops_per_token": counts.flops_per_token, "C": counts.flops_per_token * tokens,
+        "C_actual": counts.flops_per_token * tokens, "D": tokens, "steps": steps,
+        "decay_start": decay_start, "warmup_steps": study.warmup_steps(cfg), **extra,
+    }
+
+
+def finish(rows: list[dict]) -> pd.DataFrame:
+    """A table from branch rows: `reason` defaults to "" (trained) and each series' stable run
+    trains to its last trained branch point, as in `study.plan_isoflop`."""
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    if "reason" not in table:
+        table["reason"] = ""
+    table["reason"] = table["reason"].fillna("")
+    starts = table["decay_start"].where(table["reason"] == "", 0)
+    table["stable_steps"] = starts.groupby(table["series_id"]).transform("max")
+    return table
+
+
+def wsd_decay_start(cfg, steps: int, key: str, run_id: str) -> int:
+    """Decay start of a `steps`-step WSD run under `cfg`'s schedule; a decay inside the warmup
+    is a UserError naming `key` (the config key that sets the run's length)."""
+    from scalinglab import study
+    from scalinglab.schedule import decay_start_step
+
+    start = decay_start_step(steps, cfg.schedule.decay_fraction, cfg.schedule.decay_shape)
+    warmup = study.warmup_steps(cfg)
+    if start < warmup:
+        raise UserError(f"{key}: run {run_id} has {steps} steps and would decay from step "
+                        f"{start}, inside the warmup of {warmup} steps "
+                        f"(training.warmup_tokens); raise the budget")
+    return start
+
+
+def steps_for(budget: float, flops_per_token: float, batch_tokens: int) -> int:
+    return round(budget / (flops_per_token * batch_tokens))
+
+
+def one_of(values) -> str:
+    """A wildcard constraint matching exactly these ids (never matches when empty)."""
+    values = list(values)
+    return "|".join(re.escape(v) for v in values) if values else "(?!x)x"
+
+
+def series_flops(table: pd.DataFrame, sid: str) -> float:
+    rows = table[table["series_id"] == sid]
+    first = rows.iloc[0]
+    return float(first["stable_steps"] * first["batch_tokens"] * first["flops_per_token"])
+
+
+def phase_flops(table: pd.DataFrame) -> dict:
+    """Training FLOPs of a table: stable runs, decay branches and their sum."""
+    if table.empty:
+        return {"stable": 0.0, "branches": 0.0, "total": 0.0}
+    trained = table[table["reason"] == ""]
+    stable = sum(series_flops(table, sid) for sid in trained["series_id"].unique())
+    decays = ((trained["steps"] - trained["decay_start"]) * trained["batch_tokens"]
+              * trained["flops_per_token"]).sum()
+    return {"stable": float(stable), "branches": float(decays), "total": float(stable + decays)}
+
+
+@dataclass(frozen=True)
+class PhaseFiles:
+    """What the rules of one phase ask: ids, labels, specs, run files and resources.
+
+    `specs` maps series id -> spec dict (written by a local rule from params, so an edited config
+    reruns exactly the runs whose spec changed).
+    """
+
+    table: pd.DataFrame
+    specs: dict
+    runs_dir: str
+    cpu_flops_per_second: float = 2e9
+    series_wildcard: str = "series"
+    label_wildcard: str = "label"
+
+    @classmethod
+    def build(cls, cfg, table: pd.DataFrame, spec_fn, runs_dir: str, **options) -> PhaseFiles:
+        """The phase's files with the spec of every trained series from `spec_fn(cfg, table,
+        series_id)`."""
+        files = cls(table, {}, runs_dir, **options)
+        return replace(files, specs={sid: spec_fn(cfg, table, sid) for sid in files.series})
+
+    def where(self, column: str, value, **options) -> PhaseFiles:
+        """The same phase restricted to the rows where `column` == `value` (specs kept), e.g.
+        one kind of series with its own wildcard names."""
+        table = self.table[self.table[column] == value] if len(self.table) else self.table
+        return replace(self, table=table, **options)
+
+    @property
+    def series(self) -> list[str]:
+        if self.table.empty:
+            return []
+        return sorted(self.table[self.table["reason"] == ""]["series_id"].unique())
+
+    @property
+    def labels(self) -> list[str]:
+        return [] if self.table.empty else list(dict.fromkeys(self.table["label"]))
+
+    @property
+    def trained(self) -> pd.DataFrame:
+        return self.table if self.table.empty else self.table[self.table["reason"] == ""]
+
+    def spec_json(self, wildcards) -> str:
+        return json.dumps(self.specs[wildcards[self.series_wildcard]], sort_keys=True)
+
+    def branch_run_jsons(self, wildcards=None) -> list[str]:
+        return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
+                for row in self.trained.itertuples()]
+
+    def stable_run_jsons(self, wildcards=None) -> list[str]:
+        return [f"{self.runs_dir}/{sid}/stable/run.json" for sid in self.series]
+
+    def runtime(self, wildcards) -> int:
+        """Minutes, from a pessimistic CPU rate (as for the IsoFLOP runs)."""
+        sid = wildcards[self.series_wildcard]
+        rows = self.table[self.table["series_id"] == sid]
+        if self.label_wildcard in wildcards.keys():
+            label = wildcards[self.label_wildcard]
+            flops = float(rows[rows["label"] == label]["C_actual"].iloc[0])
+        else:
+            flops = series_flops(self.table, sid)
+        return max(10, int(3 * flops / self.cpu_flops_per_second / 60))
+
+    def mem_mb(self, wildcards) -> int:
+        rows = self.table[self.table["series_id"] == wildcards[self.series_wildcard]]
+        # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
+        return 1500 + int(16 * int(rows["N_total"].iloc[0]) / 2**20) * 4
