@@ -86,6 +86,8 @@ rule plan_study:
         "results/study/plan.csv",
     log:
         "results/logs/plan_study.log",
+    # a check of a few milliseconds: not worth a queue round trip on a cluster
+    localrule: True
     conda:
         "../envs/scalinglab.yaml"
     shell:
