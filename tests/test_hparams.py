@@ -206,11 +206,11 @@ def test_critical_batch_law_recovers_gamma():
     losses = [2.4, 2.6, 2.8, 3.0, 3.2]  # B* = 1447 ... 610 tokens: inside the grid
     fit = critical_batch.analyse(curves, losses, steps_budget=10**12, n_boot=0)
     for level in fit["levels"]:
-        assert not level["at_grid_edge"]
+        assert level["limited_by"] is None
         assert level["B_opt"] == pytest.approx(K / level["loss"] ** GAMMA, rel=1e-2)
     assert fit["law"]["gamma"] == pytest.approx(GAMMA, abs=1e-2)
     assert fit["law"]["k"] == pytest.approx(K, rel=0.05)
-    assert fit["law_fitted_on"] == "optima inside the grid"
+    assert fit["law_fitted_on"] == "optima not at an end of the grid"
 
 
 def test_steps_budget_leaves_out_batches_that_do_not_reach_the_loss():
@@ -221,8 +221,17 @@ def test_steps_budget_leaves_out_batches_that_do_not_reach_the_loss():
     assert math.isnan(critical_batch.tokens_to_reach([640, 1280, 1920], [5.0, 4.0, 3.5], 3.2))
     fit = critical_batch.analyse(curves, [4.0, 3.2], steps_budget=30, n_boot=0)
     first, second = fit["levels"]
-    assert first["tokens"][64] == 1280 and first["B_opt"] == 64 and first["at_grid_edge"]
+    assert first["tokens"][64] == 1280 and first["B_opt"] == 64
+    assert first["limited_by"] == "grid"
     assert second["n_reached"] == 1 and "B_opt" not in second
+
+
+def test_optimum_bounded_by_the_steps_budget_is_the_smallest_batch_that_reaches_the_loss():
+    out = critical_batch.optimum([64, 128, 256, 512], [np.nan, 3000.0, 5000.0, 9000.0])
+    assert out == {"B_opt": 128.0, "limited_by": "steps_budget", "grid_B": 128.0}
+    # an interior minimum is refined by the parabola through log T of its neighbours
+    out = critical_batch.optimum([64, 128, 256], [4000.0, 3000.0, 4000.0])
+    assert out["limited_by"] is None and out["B_opt"] == pytest.approx(128.0)
 
 
 def test_tokens_to_reach_interpolates_in_log_tokens_on_the_running_minimum():

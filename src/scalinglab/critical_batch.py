@@ -16,10 +16,13 @@ The criterion, at each target loss L:
    of its validation loss is <= L, interpolated linearly in log tokens from the evaluation before.
    A batch that does not reach L within the steps budget has no T_B(L).
 2. B_opt(L) = argmin_B T_B(L) among the batches that reach L, refined by a parabola in log B
-   through the best batch and its two neighbours (the grid point itself when it is at an end of
-   the grid or a neighbour did not reach L; then `at_grid_edge` is true).
+   through the best batch and its two neighbours. It stays the grid point when the best batch is
+   an end of the grid (`limited_by: grid`: the optimum may lie beyond) or when a neighbour did
+   not reach L (`limited_by: steps_budget`: the smallest batch that reaches L within the steps
+   budget is the optimum, as in McCandlish et al.'s picture, where smaller batches always need
+   fewer tokens but more steps).
 3. bs_opt = k / L^gamma is fitted (log-log least squares, scalinglab.laws) on the losses whose
-   optimum is inside the grid, or on all of them, flagged, when fewer than 3 are.
+   optimum is not at an end of the grid, or on all of them, flagged, when fewer than 3 are.
 Beside it, McCandlish's B_crit(L) = E_min / S_min, from the least-squares line
 S_B = S_min + E_min / B through the batches that reach L (S_B = T_B / B steps, E_B = T_B tokens).
 
@@ -176,20 +179,25 @@ def tokens_to_reach(tokens, loss, target: float) -> float:
 
 
 def optimum(batches, tokens) -> dict:
-    """B_opt from T_B: the argmin, refined by a parabola in log B through its neighbours."""
+    """B_opt from T_B (NaN: not reached within the steps budget): the argmin, refined by a
+    parabola in log B through its two neighbours. `limited_by` says what bounds an optimum that
+    cannot be refined: "grid" (the best batch is the smallest or largest of the grid, so the
+    optimum may lie beyond it) or "steps_budget" (the next batch down or up did not reach the
+    loss within the steps budget); None when the parabola refined it."""
     b, t = np.asarray(batches, float), np.asarray(tokens, float)
     order = np.argsort(b)
     b, t = b[order], t[order]
     if np.isfinite(t).sum() == 0:
-        return {"B_opt": float("nan"), "at_grid_edge": True, "grid_B": float("nan")}
+        return {"B_opt": float("nan"), "limited_by": "steps_budget", "grid_B": float("nan")}
     i = int(np.nanargmin(t))
-    edge = i == 0 or i == len(b) - 1 or not (np.isfinite(t[i - 1]) and np.isfinite(t[i + 1]))
-    if edge:
-        return {"B_opt": float(b[i]), "at_grid_edge": True, "grid_B": float(b[i])}
+    if i == 0 or i == len(b) - 1:
+        return {"B_opt": float(b[i]), "limited_by": "grid", "grid_B": float(b[i])}
+    if not (np.isfinite(t[i - 1]) and np.isfinite(t[i + 1])):
+        return {"B_opt": float(b[i]), "limited_by": "steps_budget", "grid_B": float(b[i])}
     x, y = np.log(b[i - 1:i + 2]), np.log(t[i - 1:i + 2])
     a2, a1, _ = np.polyfit(x, y, 2)
     vertex = float(np.clip(-a1 / (2 * a2), x[0], x[2])) if a2 > 0 else float(x[1])
-    return {"B_opt": float(np.exp(vertex)), "at_grid_edge": False, "grid_B": float(b[i])}
+    return {"B_opt": float(np.exp(vertex)), "limited_by": None, "grid_B": float(b[i])}
 
 
 def mccandlish(batches, tokens) -> dict:
@@ -242,7 +250,7 @@ def analyse(curves: pd.DataFrame, losses, *, steps_budget: int, n_losses: int = 
             entry.update(mccandlish(batches, reach))
         levels.append(entry)
     usable = [lv for lv in levels if lv["n_reached"] >= 2]
-    inside = [lv for lv in usable if not lv["at_grid_edge"]]
+    inside = [lv for lv in usable if lv["limited_by"] != "grid"]
     fitted_on = inside if len(inside) >= 3 else usable
     law = fit_law([lv["loss"] for lv in fitted_on], [lv["B_opt"] for lv in fitted_on],
                   n_boot=n_boot, seed=seed)
@@ -268,8 +276,8 @@ def analyse(curves: pd.DataFrame, losses, *, steps_budget: int, n_losses: int = 
         "losses_chosen": "config" if list(losses) else "auto",
         "levels": levels,
         "law": law,
-        "law_fitted_on": "optima inside the grid" if fitted_on is inside
-        else "all optima (fewer than 3 inside the grid)",
+        "law_fitted_on": "optima not at an end of the grid" if fitted_on is inside
+        else "all optima (fewer than 3 away from the ends of the grid)",
         "mccandlish": {"form": "B_crit = E_min / S_min; B_crit = k / L^gamma",
                        "law": b_crit_law},
     }

@@ -106,10 +106,10 @@ def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
     usable = [lv for lv in fit["levels"] if lv["n_reached"] >= 2]
     losses = np.array([lv["loss"] for lv in usable])
     b_opt = np.array([lv["B_opt"] for lv in usable])
-    edge = np.array([lv["at_grid_edge"] for lv in usable], bool)
-    right.scatter(losses[~edge], b_opt[~edge], color="C0", s=40, label="B_opt inside the grid")
+    edge = np.array([lv["limited_by"] == "grid" for lv in usable], bool)
+    right.scatter(losses[~edge], b_opt[~edge], color="C0", s=40, label="B_opt")
     right.scatter(losses[edge], b_opt[edge], facecolor="none", edgecolor="C0", s=40,
-                  label="B_opt at a grid edge")
+                  label="B_opt at an end of the grid")
     crit = np.array([lv.get("B_crit", np.nan) for lv in usable], float)
     right.scatter(losses, crit, marker="x", color="C2", label="B_crit = E_min/S_min")
     law = fit["law"]
