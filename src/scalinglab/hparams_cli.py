@@ -74,8 +74,9 @@ def check(cfg) -> list[str]:
     for phase, table in phase_tables(cfg).items():
         flops = phase_runs.phase_flops(table)
         trained = table[table["reason"] == ""]
-        lines.append(f"{phase}: {trained['series_id'].nunique()} stable runs, {len(trained)} "
-                     f"branches, {flops['total']:.3g} FLOPs")
+        runs = (f"{len(trained)} constant-LR runs" if phase == "critical_batch" else
+                f"{trained['series_id'].nunique()} stable runs, {len(trained)} decay branches")
+        lines.append(f"{phase}: {runs}, {flops['total']:.3g} FLOPs")
     if cfg.validation.enabled:
         lines.append(f"validation: one run at {recipe.validation_compute(cfg):.3g} FLOPs "
                      f"({cfg.validation.compute_factor:g}x the largest fitted budget)")

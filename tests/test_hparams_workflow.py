@@ -1,0 +1,111 @@
+"""The hyperparameter, schedule and recipe phases in the workflow: planned jobs per rule, and
+(slow) a tiny study of every phase end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+from scalinglab import critical_batch, hparams, wsd_vs_cosine
+from scalinglab.cli import merged_config
+from scalinglab.config import StudyConfig, from_dict
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+# every phase of issue 6 on, tiny, over the smoke study (lr_transfer off to keep it short)
+TINY = """
+lr_transfer: {enabled: false}
+hparams:
+  enabled: true
+  budgets: [1.0e+9, 3.0e+9]
+  lrs: [3.0e-3, 1.0e-2, 3.0e-2]
+  batch_tokens: [128, 256]
+critical_batch:
+  enabled: true
+  n_layer: 1
+  n_embd: 16
+  n_head: 2
+  batch_tokens: [64, 128, 256]
+  steps: 100
+  eval_every: 10
+  eval_tokens: 1024
+wsd_vs_cosine:
+  enabled: true
+  sizes:
+    - {n_layer: 1, n_embd: 8, n_head: 1}
+    - {n_layer: 1, n_embd: 16, n_head: 2}
+  budgets: [1.0e+9, 2.0e+9]
+  decay_fractions: [0.2, 0.1]
+  eval_every: 20
+validation:
+  enabled: true
+"""
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1800):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def tiny(tmp_path: Path) -> tuple[list[str], StudyConfig]:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    files = [str(REPO / "tests" / "smoke.yaml"), str(path)]
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), *files]))
+    return files, cfg
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+def test_dry_run_plans_the_jobs_of_every_phase(tmp_path):
+    files, cfg = tiny(tmp_path)
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile", *files)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    hp = hparams.plan(cfg)
+    hp_trained = hp[hp["reason"] == ""]
+    assert counts["train_stable_hparams"] == hp_trained["series_id"].nunique() == 2 * 3 * 2
+    assert counts["decay_branch_hparams"] == len(hp_trained) == 2 * 3 * 2
+    assert counts["train_critical_batch"] == len(critical_batch.plan(cfg)) == 3
+    wvc = wsd_vs_cosine.plan(cfg)
+    assert counts["train_stable_wsd"] == counts["train_stable_cosine"] == 2
+    assert counts["decay_branch_wsd"] == (wvc["kind"] == "wsd").sum() == 2 * 2 * 2 * 2
+    assert counts["decay_branch_cosine"] == (wvc["kind"] == "cosine").sum() == 2 * 2
+    for rule in ("fit_hparams", "fit_critical_batch", "fit_wsd_vs_cosine", "fit_compute_optimal",
+                 "make_recipe", "validation_spec", "train_stable_validation",
+                 "decay_branch_validation", "fit_validation", "plan_hparams"):
+        assert counts[rule] == 1, rule
+
+
+@pytest.mark.slow
+def test_tiny_study_of_every_phase_end_to_end(tmp_path):
+    files, cfg = tiny(tmp_path)
+    targets = ["results/fits/hparams.json", "results/fits/critical_batch.json",
+               "results/fits/wsd_vs_cosine.json", "results/fits/validation.json"]
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", *files, "--", *targets)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in ("hparams", "critical_batch", "wsd_vs_cosine", "prediction"):
+        figure = tmp_path / "results" / "figures" / f"{name}.png"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    fits = {name: json.loads((tmp_path / "results" / "fits" / f"{name}.json").read_text())
+            for name in ("hparams", "critical_batch", "wsd_vs_cosine", "validation")}
+    assert fits["hparams"]["n_runs"] == 2 * 3 * 2
+    assert fits["hparams"]["laws"]["lr_vs_C"].get("n_points", 0) >= 2
+    assert fits["wsd_vs_cosine"]["compute_saving_ratio"] > 1
+    validation = fits["validation"]
+    assert validation["extrapolation"] == pytest.approx(4.0)
+    assert 0.5 < validation["actual_loss"] < 7.0
+    recipe = json.loads((tmp_path / "results" / "recipe.json").read_text())
+    assert recipe["lr_source"] == "hparams.json lr_vs_C"
+    assert validation["lr"] == pytest.approx(recipe["lr"])
