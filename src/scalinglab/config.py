@@ -132,6 +132,19 @@ class PaperConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """Hardware, not study: only job runtimes on a cluster depend on it (set it per machine,
+    e.g. in a profile's `config:` or with `--config`)."""
+
+    flops_per_second: float = field(
+        default=2e9, metadata=_positive("sustained training FLOP/s of one job (CPU ~2e9)")
+    )
+    runtime_margin: float = field(
+        default=3.0, metadata=_positive("runtime = margin x FLOPs / flops_per_second")
+    )
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     seed: int = field(default=0, metadata={"doc": "seed for data order, init and the val split"})
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -143,6 +156,7 @@ class StudyConfig:
     flops: FlopsConfig = field(default_factory=FlopsConfig)
     isoflop: IsoflopConfig = field(default_factory=IsoflopConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     lr_transfer: LrTransferConfig = field(default_factory=LrTransferConfig)
     variants: VariantsConfig = field(default_factory=VariantsConfig)
     hparams: HparamsConfig = field(default_factory=HparamsConfig)

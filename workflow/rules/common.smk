@@ -7,6 +7,8 @@ import sys
 import pandas as pd
 
 from scalinglab.config import StudyConfig, from_dict, to_dict
+from scalinglab.resources import runtime_minutes
+from scalinglab.resources import train_mem_mb as train_mem_mb_for
 from scalinglab.study import plan_isoflop, series_spec, trained_runs, trained_series
 from snakemake.utils import validate
 
@@ -69,8 +71,8 @@ def branch_run_jsons(wildcards):
 
 
 # -- resources: portable estimates; partitions and accounts live in workflow/profiles/slurm ---
-# A pessimistic CPU rate for tiny models (see README "How long it takes"); runtime in minutes.
-CPU_FLOPS_PER_SECOND = 2e9
+# the throughput the other phases' runtime estimates use (config `resources`)
+CPU_FLOPS_PER_SECOND = STUDY.resources.flops_per_second
 
 
 def _series_flops(series):
@@ -81,7 +83,7 @@ def _series_flops(series):
     return float(stable * rows["flops_per_token"].iloc[0])
 
 
-def train_runtime(wildcards):
+def train_runtime(wildcards, attempt):
     if "label" in wildcards.keys():
         rows = ISOFLOP[
             (ISOFLOP["series_id"] == wildcards.series)
@@ -90,14 +92,17 @@ def train_runtime(wildcards):
         flops = float(rows["C_actual"].iloc[0])
     else:
         flops = _series_flops(wildcards.series)
-    return max(10, int(3 * flops / CPU_FLOPS_PER_SECOND / 60))
+    return runtime_minutes(
+        flops,
+        STUDY.resources.flops_per_second,
+        STUDY.resources.runtime_margin,
+        attempt,
+    )
 
 
 def train_mem_mb(wildcards):
     rows = ISOFLOP[ISOFLOP["series_id"] == wildcards.series]
-    n_total = int(rows["N_total"].iloc[0])
-    # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
-    return 1500 + int(16 * n_total / 2**20) * 4
+    return train_mem_mb_for(int(rows["N_total"].iloc[0]))
 
 
 def train_gpus(wildcards):
