@@ -36,6 +36,12 @@ def _ok(fit: dict) -> bool:
     return bool(fit) and "error" not in fit
 
 
+def _budget_ticks(ax, budgets) -> None:
+    """Label the budgets themselves: a few budgets within a decade get no log-axis label."""
+    ax.set_xticks(list(budgets), [f"{c:.2g}" for c in budgets])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def envelope_figure(runs: pd.DataFrame, result: dict, out: str) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -59,7 +65,7 @@ def envelope_figure(runs: pd.DataFrame, result: dict, out: str) -> None:
             label += f", L_opt ~ C^{law['exponent']:.3f}"
         ax.plot(front["C"], front["loss_opt"], "s-", color=color, ms=7, lw=1.6, label=label)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _budget_ticks(ax, sorted(runs["C"].unique()))
     ax.set_xlabel("compute C (FLOPs, active parameters)")
     ax.set_ylabel("final validation loss")
     ax.set_title("Loss against compute per variant: runs and lower envelope (Method 1)")
@@ -115,6 +121,7 @@ def isoflop_figure(runs: pd.DataFrame, result: dict, out: str) -> None:
                 label=f"{name}: N_opt ~ C^{iso['a']:.2f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _budget_ticks(ax, budgets)
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel("N_opt (active)")
     ax.set_title("IsoFLOP minima per variant (Method 2)", fontsize=10)
