@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on the machines that run the workflow
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -25,6 +26,21 @@ def _save(fig, out) -> None:
     fig.tight_layout()
     atomic.write_with(out, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     plt.close(fig)
+
+
+def _log(ax, x: bool = True, y: bool = True) -> None:
+    """Log axes, called once the data are drawn: on a range of under ~2.5 decades ticks at 1, 2
+    and 5 x 10^k (powers of ten alone are too few), and never minor tick labels (they collide)."""
+    for on, axis, scale in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
+        if not on:
+            continue
+        scale("log")
+        low, high = axis.get_data_interval()
+        if 0 < low and high / low < 300:
+            axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(
+                labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _law_line(ax, law: dict, x_lo: float, x_hi: float, color, label: str) -> None:
@@ -68,8 +84,7 @@ def hparams_figure(fit: dict, out, target: float) -> None:
         _law_line(ax, law, points[x_col].min(), hi, "C3", label)
         if x_col == "C":
             ax.axvline(target, color="k", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_xlabel("compute C (FLOPs)" if x_col == "C" else "non-embedding parameters N")
         ax.set_ylabel("learning rate" if y_col == "lr" else "batch size (tokens)")
         ax.legend(fontsize=8, loc="best")
@@ -97,7 +112,7 @@ def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
             if tokens.get(grid) is not None and math.isfinite(tokens[grid]):
                 left.scatter([tokens[grid]], [level["loss"]], marker="*", s=120,
                              color=colors[grid], edgecolor="k", zorder=4)
-    left.set_xscale("log")
+    _log(left, y=False)
     left.set_xlabel("training tokens")
     left.set_ylabel("validation loss (running minimum)")
     left.set_title(f"Same {fit['steps_budget']} steps per batch size (star: fewest tokens)",
@@ -117,8 +132,7 @@ def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
         x = np.geomspace(losses.min(), losses.max(), 50)
         right.plot(x, law["k"] * x ** -law["gamma"], color="C3",
                    label=f"B_opt = {law['k']:.3g} / L^{law['gamma']:.2f}")
-    right.set_xscale("log")
-    right.set_yscale("log")
+    _log(right)
     right.set_xlabel("target loss L")
     right.set_ylabel("batch size (tokens)")
     right.legend(fontsize=8)
@@ -153,7 +167,7 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
         top.plot([], [], color="0.5", lw=1.6, label=f"WSD decay ({main['decay_shape']}, "
                  f"{main['decay_fraction']:g})")
         top.plot([], [], color="0.5", ls="--", label="cosine, one run per budget")
-        top.set_xscale("log")
+        _log(top, y=False)
         top.set_xlabel("training tokens")
         top.set_ylabel("validation loss")
         top.set_title(f"l{size.n_layer}-d{size.n_embd}-h{size.n_head} (N = {size.N:,})",
@@ -169,7 +183,7 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
                         ls="-" if shape == main["decay_shape"] else ":",
                         label=f"{shape}, decay {fraction:g}")
         bottom.axhline(0, color="k", lw=0.8)
-        bottom.set_xscale("log")
+        _log(bottom, y=False)
         bottom.set_xlabel("compute C (FLOPs)")
         bottom.set_ylabel("WSD loss vs cosine (%)")
         bottom.legend(fontsize=7)
@@ -200,20 +214,22 @@ def prediction_figure(fit: dict, recipe: dict, result: dict, out) -> None:
             band = np.percentile(s[:, i_coef:i_coef + 1] * c[None, :] ** s[:, i_exp:i_exp + 1],
                                  [2.5, 97.5], axis=0)
             ax.fill_between(c, band[0], band[1], color="C0", alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax, y=ax is right)  # losses span a few percent: a linear axis reads better
         ax.set_xlabel("compute C (FLOPs)")
         ax.set_ylabel(label)
     lo, hi = result["predicted_loss_ci"]
     pred = result["predicted_loss"]
-    left.errorbar([target], [pred], yerr=[[pred - lo], [hi - pred]], fmt="s", color="C3",
-                  capsize=4, label=f"predicted {pred:.3f} [{lo:.3f}, {hi:.3f}]")
+    # max(0, .): a degenerate interval (every replicate equal) may round below the point
+    left.errorbar([target], [pred], yerr=[[max(0.0, pred - lo)], [max(0.0, hi - pred)]],
+                  fmt="s", color="C3", capsize=4,
+                  label=f"predicted {pred:.3f} [{lo:.3f}, {hi:.3f}]")
     left.scatter([target], [result["actual_loss"]], marker="*", s=160, color="C1",
                  edgecolor="k", zorder=4,
                  label=f"actual {result['actual_loss']:.3f} "
                        f"({100 * result['relative_error']:+.2f}%)")
     n_lo, n_hi = recipe["N_ci"]
-    right.errorbar([target], [recipe["N"]], yerr=[[recipe["N"] - n_lo], [n_hi - recipe["N"]]],
+    right.errorbar([target], [recipe["N"]],
+                   yerr=[[max(0.0, recipe["N"] - n_lo)], [max(0.0, n_hi - recipe["N"])]],
                    fmt="s", color="C3", capsize=4, label=f"recipe N_opt {recipe['N']:.3g}")
     shape = result["shape"]
     right.scatter([target], [result["N"]], marker="*", s=160, color="C1", edgecolor="k",
