@@ -235,6 +235,12 @@ def prediction_figure(fit: dict, recipe: dict, result: dict, out) -> None:
     right.scatter([target], [result["N"]], marker="*", s=160, color="C1", edgecolor="k",
                   zorder=4, label=f"run l{shape['n_layer']}-d{shape['n_embd']}-"
                                   f"h{shape['n_head']}: N {result['N']:,}")
+    tpp = fit["tokens_per_param"]
+    lines = [f"D/N at C = {c}: {v:.0f}" for c, v in tpp["per_budget"].items()]
+    lines.append(f"recipe at {target:.2g}: {recipe['tokens_per_param']:.0f}")
+    lines += [f"{p['name']}: ~{p['tokens_per_param']:g}" for p in tpp["published"]]
+    right.text(0.02, 0.98, "\n".join(lines), transform=right.transAxes, va="top", fontsize=7.5,
+               bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
     for ax in (left, right):
         ax.legend(fontsize=8)
     fig.suptitle(f"Prediction at {target:.3g} FLOPs ({recipe['extrapolation']:.1f}x the largest "
