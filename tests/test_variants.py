@@ -43,7 +43,7 @@ def config(section=None) -> StudyConfig:
     return from_dict(StudyConfig, {**BASE, "variants": dict(SECTION, **(section or {}))})
 
 
-# -- counting ---------------------------------------------------------------------------------------
+# -- counting -------------------------------------------------------------------------------------
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_embd=16, n_head=2)
 
 
@@ -88,7 +88,7 @@ def test_dense_active_is_n():
     assert ModelCounts(N=5, N_total=7, flops_per_token=30.0, convention="6N").N_active == 5
 
 
-# -- the run table and the specs -------------------------------------------------------------------
+# -- the run table and the specs ------------------------------------------------------------------
 def test_plan_rows_ids_and_active_counts():
     cfg = config()
     table = variants.plan(cfg)
@@ -154,7 +154,7 @@ def test_shipped_variants_config_plans_method_2_for_every_variant():
     assert (sizes_per_budget >= 3).all() and trained["C"].nunique() >= 3
 
 
-# -- bad input ---------------------------------------------------------------------------------------
+# -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("change", "key"),
     [
@@ -187,7 +187,7 @@ def test_check_config_rejects_a_bad_variant_too(tmp_path, capsys):
     assert "variants.models[0].moe_top_k" in capsys.readouterr().err
 
 
-# -- fits and figures --------------------------------------------------------------------------------
+# -- fits and figures -----------------------------------------------------------------------------
 ALPHA, BETA = 0.34, 0.28
 
 
@@ -279,7 +279,7 @@ def test_collect_adds_variant_columns(tmp_path):
     assert set(curves["variant"]) == {"moe", "linear"} and len(curves) == 4
 
 
-# -- the workflow -----------------------------------------------------------------------------------
+# -- the workflow ---------------------------------------------------------------------------------
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TARGETS = ["results/fits/variants.json", "results/figures/variants_envelope.png",
            "results/figures/variants_isoflop.png"]
@@ -323,3 +323,24 @@ def test_default_study_plans_no_variant_job(tmp_path):
     counts = job_counts(result.stdout + result.stderr)
     assert not [rule for rule in counts if "variant" in rule]
     assert math.isfinite(counts["train_stable"])
+
+
+@pytest.mark.slow
+def test_tiny_phase_end_to_end(tmp_path):
+    # the two variants (the dense model is the base study's), on a smaller first budget
+    tiny = dict(SECTION, models=SECTION["models"][1:], budgets=[2.0e9, 1.0e10])
+    section = tmp_path / "variants.yaml"
+    section.write_text(json.dumps({"lr_transfer": {"enabled": False}, "variants": tiny}))
+    result = snakemake(tmp_path, *TARGETS, "--cores", "2", "--configfile",
+                       str(REPO / "tests" / "smoke.yaml"), str(section))
+    assert result.returncode == 0, result.stderr[-4000:]
+    for figure in TARGETS[1:]:
+        assert (tmp_path / figure).stat().st_size > 20_000, figure
+    runs = pd.read_csv(tmp_path / "results" / "variants" / "runs.csv")
+    assert len(runs) == 2 * 3 * 2 and runs["loss"].between(0.5, 7.0).all()
+    moe = runs[runs["variant"] == "moe"]
+    assert (moe["N"] == moe["N_active"]).all() and (moe["N"] < moe["N_nonembedding"]).all()
+    fit = json.loads((tmp_path / TARGETS[0]).read_text())
+    assert list(fit["variants"]) == ["linear", "moe"]  # name order
+    for v in fit["variants"].values():
+        assert math.isfinite(v["isoflop"]["a"]) and v["isoflop"]["tokens_per_param"] > 0

@@ -305,7 +305,7 @@ def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
 
 def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """The content of `results/fits/variants.json` from `collect`'s runs table: per variant its
-    settings, counts and `fit_variant`, in the order the variants first appear in `runs`."""
+    settings, counts and `fit_variant`, variants in name order."""
     if runs.empty:
         raise UserError("variants-fit: no runs given")
     result = {
@@ -313,7 +313,7 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
                           "tokens_per_param = D_opt / N_opt per active parameter",
         "variants": {},
     }
-    for name in dict.fromkeys(runs["variant"]):
+    for name in sorted(runs["variant"].unique()):
         rows = runs[runs["variant"] == name]
         sizes = rows.drop_duplicates("series_id").sort_values("N")
         first = rows.iloc[0]
