@@ -213,6 +213,37 @@ def test_critical_batch_law_recovers_gamma():
     assert fit["law_fitted_on"] == "optima not at an end of the grid"
 
 
+def mccandlish_curves(steps_budget: int, batches=(64, 128, 256, 512, 1024, 2048, 4096)):
+    """Curves obeying McCandlish et al. exactly: batch B reaches loss L after
+    S_B = S_min(L) (1 + B_noise(L) / B) steps, S_min = 1000 / (L - 1)^2, B_noise = 2e4 / L^3;
+    each run stops at the steps budget."""
+    rows = []
+    levels = np.linspace(2.0, 4.0, 4000)
+    s_min, b_noise = 1000 / (levels - 1) ** 2, 2e4 / levels**3
+    for b in batches:
+        steps = s_min * (1 + b_noise / b)
+        keep = steps <= steps_budget
+        order = np.argsort(steps[keep])
+        for s, loss in zip(steps[keep][order], levels[keep][order], strict=True):
+            rows.append({"run_id": f"b{b}", "batch_tokens": b, "step": s, "tokens": s * b,
+                         "loss": loss, "N": 1000, "lr": 1e-2})
+    return pd.DataFrame(rows)
+
+
+def test_optimum_within_a_steps_budget_follows_mccandlish():
+    """Fewest tokens within S_budget steps: the batch with S_B = S_budget exactly,
+    B* = B_noise / (S_budget / S_min - 1), found between grid points."""
+    budget = 2000
+    fit = critical_batch.analyse(mccandlish_curves(budget), [2.2, 2.5, 2.8], steps_budget=budget,
+                                 n_boot=0)
+    for level in fit["levels"]:
+        loss = level["loss"]
+        s_min, b_noise = 1000 / (loss - 1) ** 2, 2e4 / loss**3
+        assert level["limited_by"] == "steps_budget"
+        assert level["B_opt"] == pytest.approx(b_noise / (budget / s_min - 1), rel=0.02)
+        assert level["B_crit"] == pytest.approx(b_noise, rel=0.02)
+
+
 def test_steps_budget_leaves_out_batches_that_do_not_reach_the_loss():
     curves = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3, "batch_tokens": [64] * 3 + [256] * 3,
                            "step": [10, 20, 30] * 2, "tokens": [640, 1280, 1920, 2560, 5120, 7680],

@@ -20,7 +20,10 @@ The criterion, at each target loss L:
    an end of the grid (`limited_by: grid`: the optimum may lie beyond) or when a neighbour did
    not reach L (`limited_by: steps_budget`: the smallest batch that reaches L within the steps
    budget is the optimum, as in McCandlish et al.'s picture, where smaller batches always need
-   fewer tokens but more steps).
+   fewer tokens but more steps). Such an optimum is then placed where the batches that reach L
+   say the steps budget is met exactly: on McCandlish's line S_B = S_min + E_min / B through
+   them, B_opt = E_min / (S_budget - S_min), between the batch that failed and the grid optimum
+   (otherwise B_opt(L) would be a staircase of the batch grid).
 3. bs_opt = k / L^gamma is fitted (log-log least squares, scalinglab.laws) on the losses whose
    optimum is not at an end of the grid, or on all of them, flagged, when fewer than 3 are.
 Beside it, McCandlish's B_crit(L) = E_min / S_min, from the least-squares line
@@ -214,6 +217,23 @@ def mccandlish(batches, tokens) -> dict:
     return {"S_min": float(s_min), "E_min": float(e_min), "B_crit": float(b_crit)}
 
 
+def _within_budget(entry: dict, batches, tokens, steps_budget: int) -> dict:
+    """For an optimum bounded by the steps budget (the next smaller batch did not reach the
+    loss): the batch that reaches it in exactly `steps_budget` steps on McCandlish's line,
+    B = E_min / (S_budget - S_min), kept between that failing batch and the grid optimum.
+    The grid point alone would make B_opt(L) a staircase of the batch grid."""
+    if entry["limited_by"] != "steps_budget":
+        return {}
+    b = np.sort(np.asarray(batches, float))
+    i = int(np.searchsorted(b, entry["grid_B"]))
+    s_min, e_min = entry["S_min"], entry["E_min"]
+    if i == 0 or np.isfinite(dict(zip(batches, tokens, strict=True))[b[i - 1]]) \
+            or not (math.isfinite(s_min) and 0 < s_min < steps_budget and e_min > 0):
+        return {}
+    crossing = float(np.clip(e_min / (steps_budget - s_min), b[i - 1], b[i]))
+    return {"B_opt": crossing, "B_opt_method": "steps budget on the line S = S_min + E_min/B"}
+
+
 def auto_losses(curves: pd.DataFrame, n: int, steps_budget: int) -> list[float]:
     """`n` levels evenly spaced in log L (see the module docstring)."""
     lowest, early = [], []
@@ -248,6 +268,7 @@ def analyse(curves: pd.DataFrame, losses, *, steps_budget: int, n_losses: int = 
         if entry["n_reached"] >= 2:
             entry.update(optimum(batches, reach))
             entry.update(mccandlish(batches, reach))
+            entry.update(_within_budget(entry, batches, reach, steps_budget))
         levels.append(entry)
     usable = [lv for lv in levels if lv["n_reached"] >= 2]
     inside = [lv for lv in usable if lv["limited_by"] != "grid"]

@@ -36,7 +36,10 @@ def _log(ax, x: bool = True, y: bool = True) -> None:
             continue
         scale("log")
         low, high = axis.get_data_interval()
-        if 0 < low and high / low < 300:
+        if 0 < low and high / low < 3:  # a fraction of a decade: plain numbers, evenly spaced
+            axis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
+            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        elif 0 < low and high / low < 300:
             axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(
                 labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
