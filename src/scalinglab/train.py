@@ -317,16 +317,19 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
                     on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
     else:  # cosine baselines: every "branch" trains from the initialisation
         save_branch_points(trainer)
-    for branch in spec["branches"]:
-        name = f"branch-{branch['label']}.pt"
-        if branch in beyond_the_end:
-            checkpoint.save_placeholder(out_dir / name, "left out of the study table")
-        else:
-            os.replace(pending / name, out_dir / name)
-    _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
-                                      "wall_seconds": trainer.elapsed})
-    resume_path.unlink(missing_ok=True)
-    shutil.rmtree(pending, ignore_errors=True)
+    # Training is done: a SIGUSR1/SIGTERM now must not kill the job half-way through its
+    # outputs (SIGUSR1's default action), which left resume.pt and no outputs behind.
+    with _StopRequest():
+        for branch in spec["branches"]:
+            name = f"branch-{branch['label']}.pt"
+            if branch in beyond_the_end:
+                checkpoint.save_placeholder(out_dir / name, "left out of the study table")
+            else:
+                os.replace(pending / name, out_dir / name)
+        _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
+                                          "wall_seconds": trainer.elapsed})
+        resume_path.unlink(missing_ok=True)
+        shutil.rmtree(pending, ignore_errors=True)
 
 
 def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
@@ -351,13 +354,14 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
                              shape=branch.get("decay_shape"))
     trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
                 desc=f"{spec['series_id']} {label}")
-    final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
-    if not math.isfinite(final["val_loss"]):
-        print(f"warning: run {branch['run_id']} diverged (val loss {final['val_loss']})",
-              file=sys.stderr)
-    _write_outputs(trainer, out_dir, {
-        "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
-        "D": branch["D"], "steps": trainer.step, "final_val_loss": final["val_loss"],
-        "wall_seconds": trainer.elapsed,
-    })
-    resume_path.unlink(missing_ok=True)
+    with _StopRequest():  # as in train_stable: finish the outputs once training is done
+        final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
+        if not math.isfinite(final["val_loss"]):
+            print(f"warning: run {branch['run_id']} diverged (val loss {final['val_loss']})",
+                  file=sys.stderr)
+        _write_outputs(trainer, out_dir, {
+            "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
+            "D": branch["D"], "steps": trainer.step, "final_val_loss": final["val_loss"],
+            "wall_seconds": trainer.elapsed,
+        })
+        resume_path.unlink(missing_ok=True)
