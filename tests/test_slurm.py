@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-SMOKE = REPO / "tests" / "smoke.yaml"
+# The runs below use a copy of the workflow taken once per session (see `snapshot_workflow`)
+WORKFLOW = {"root": REPO}
 ACCOUNT = "scalinglab"  # the account slurm-local.sh creates
 PARTITION = "local"
 # The IsoFLOP pipeline: data, every training job, metrics and one figure. The fits and the other
@@ -64,16 +65,37 @@ def slurm(*args: str) -> str:
     return result.stdout
 
 
-def snakemake_cmd(workdir: Path, *args: str, configs=(SMOKE,), limit: int = 420) -> list[str]:
+def root() -> Path:
+    return WORKFLOW["root"]
+
+
+def smoke() -> Path:
+    return root() / "tests" / "smoke.yaml"
+
+
+def snapshot_workflow(dest: Path) -> Path:
+    """A copy of the Snakefile, config, rules, profiles and smoke config. The module's runs take
+    minutes while others edit the tree; a config or rule changed between the local plan, the
+    interrupted run and the rerun gave a rerun that did nothing and exited 0."""
+    for name in ("Snakefile", "config.yaml", "tests/smoke.yaml"):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    shutil.copytree(REPO / "workflow", dest / "workflow",
+                    ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
+    return dest
+
+
+def snakemake_cmd(workdir: Path, *args: str, configs=None, limit: int = 420) -> list[str]:
+    configs = configs or (smoke(),)
     # SIGINT, not SIGTERM: the SLURM executor ignores SIGTERM while it polls job states
     return ["timeout", "-s", "INT", "-k", "60", str(limit), SNAKEMAKE,
-            "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "-s", str(root() / "Snakefile"), "--directory", str(workdir),
             "--configfile", *map(str, configs),
-            "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
+            "--workflow-profile", str(root() / "workflow" / "profiles" / "slurm"),
             "--slurm-init-seconds-before-status-checks", "3", "--latency-wait", "5", *args]
 
 
-def run_snakemake(workdir: Path, *args: str, configs=(SMOKE,)) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, configs=None) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, *args, configs=configs), capture_output=True,
                           text=True, env=env(), timeout=600)
 
@@ -95,9 +117,9 @@ def local_plan(workdir: Path, *targets: str) -> subprocess.Popen:
     """A dry run of the local executor in an empty folder: what a local run would make."""
     with (workdir / "plan.txt").open("w") as out:  # a file, not a pipe nobody reads yet
         return subprocess.Popen(
-            [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-             "--configfile", str(SMOKE), "--workflow-profile",
-             str(REPO / "workflow" / "profiles" / "local"), "-n", *targets],
+            [SNAKEMAKE, "-s", str(root() / "Snakefile"), "--directory", str(workdir),
+             "--configfile", str(smoke()), "--workflow-profile",
+             str(root() / "workflow" / "profiles" / "local"), "-n", *targets],
             stdout=out, stderr=subprocess.STDOUT, text=True, env=env())
 
 
@@ -164,13 +186,14 @@ def local_slurm():
 # -- the smoke study, interrupted once -------------------------------------------------------------
 def longest_series() -> str:
     """The series whose stable run is longest: the most time to catch it running."""
-    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), str(SMOKE)]))
+    cfg = from_dict(StudyConfig, merged_config([str(root() / "config.yaml"), str(smoke())]))
     table = plan_isoflop(cfg)
     return str(table.groupby("series_id")["stable_steps"].max().idxmax())
 
 
 @pytest.fixture(scope="module")
 def interrupted_run(local_slurm, tmp_path_factory):
+    WORKFLOW["root"] = snapshot_workflow(tmp_path_factory.mktemp("workflow"))
     workdir = tmp_path_factory.mktemp("slurm-smoke")
     series = longest_series()
     plan_dir = tmp_path_factory.mktemp("plan")
@@ -225,7 +248,7 @@ def test_smoke_study_under_slurm_produces_the_local_plans_files(interrupted_run)
     # no stray resume.pt or pending/ checkpoints, nothing missing
     assert produced == interrupted_run["expected"], (
         sorted(produced - interrupted_run["expected"]),
-        sorted(interrupted_run["expected"] - produced))
+        sorted(interrupted_run["expected"] - produced), (second.stdout + second.stderr)[-3000:])
     runs = (workdir / "results/metrics/runs.csv").read_text().splitlines()
     assert len(runs) - 1 == sum(1 for p in produced if re.search(r"/C[^/]+/run\.json$", p))
 
@@ -308,7 +331,7 @@ def test_gpu_requests_are_scheduled_on_the_fake_gpu(local_slurm, interrupted_run
     target = f"{RUNS}/{series}/stable/run.json"
     # only the new specs and the training job: the epoch check (plan_study) has passed already
     result = run_snakemake(workdir, "--restart-times", "0", "--allowed-rules", "write_spec",
-                           "train_stable", "--", target, configs=(SMOKE, cuda))
+                           "train_stable", "--", target, configs=(smoke(), cuda))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     jobs = [j for j in sacct_jobs(run_id(output)) if j["comment"].startswith("rule_train_stable")]
