@@ -86,3 +86,19 @@ def _walk(cls, schema, prefix=""):
 def test_schema_documents_every_key_with_the_dataclass_default():
     for key, default, schema_default in _walk(StudyConfig, SCHEMA):
         assert schema_default == default, f"{key}: schema {schema_default!r} vs code {default!r}"
+
+
+def test_readme_config_table_is_rendered_from_the_schema():
+    """The README's key table is `python -m scalinglab config-reference`: regenerate it when the
+    schema changes."""
+    from scalinglab.config_reference import END, START, markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert START in readme and END in readme
+    shown = readme[readme.index(START): readme.index(END) + len(END)]
+    assert shown == markdown_table(schema)
+    # every leaf key of the schema appears, dotted
+    for key in ("corpus.max_bytes", "isoflop.max_tokens_per_param", "hparams.near_optimal",
+                "resources.flops_per_second", "variants.models"):
+        assert f"| `{key}` |" in shown

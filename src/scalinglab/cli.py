@@ -25,6 +25,7 @@ def _check_config(args) -> None:
     from scalinglab.hparams_cli import check as check_hparam_phases
 
     phase_lines = check_hparam_phases(cfg)
+    phase_lines += _other_phase_lines(cfg)
     validate_corpus(cfg.corpus)
     trained = trained_runs(table)
     print(f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets -> "
@@ -33,6 +34,22 @@ def _check_config(args) -> None:
         print(f"  left out {row.run_id}: {row.reason}")
     for line in phase_lines:
         print(line)
+
+
+def _other_phase_lines(cfg) -> list[str]:
+    """Plan the muP LR-transfer and architecture-variants phases too, so that a mistake in their
+    sections is reported here, before Snakemake parses the workflow."""
+    from scalinglab import lr_transfer, variants
+
+    lines = []
+    table = lr_transfer.plan(cfg)
+    if len(table):
+        lines.append(f"lr_transfer: {len(table)} runs, {table['C'].sum():.3g} FLOPs")
+    table = variants.plan(cfg)
+    if len(table):
+        kept = table[table["reason"] == ""]
+        lines.append(f"variants: {len(kept)} branches to train, {kept['C_actual'].sum():.3g} FLOPs")
+    return lines
 
 
 def merged_config(paths: list[str]) -> dict:
@@ -132,6 +149,28 @@ def _bench(args) -> None:
     bench.run(args)
 
 
+def _write_spec(args) -> None:
+    from scalinglab.atomic import write_text
+
+    try:
+        json.loads(args.spec)
+    except json.JSONDecodeError as err:
+        raise UserError(f"write-spec: the spec is not valid JSON ({err})") from None
+    write_text(args.out, f"{args.spec}\n")
+
+
+def _config_reference(args) -> None:
+    import yaml
+
+    from scalinglab.config_reference import markdown_table
+
+    try:
+        schema = yaml.safe_load(Path(args.schema).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{args.schema}: schema file not found") from None
+    print(markdown_table(schema))
+
+
 def _read_json(path: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -148,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate study config(s) and print the plan")
     p.add_argument("configs", nargs="+", help="YAML files, merged in order like --configfile")
     p.set_defaults(func=_check_config)
+
+    # a shell job, not a `run:` block: Snakemake runs each `run:` job in a fresh Snakemake process
+    p = sub.add_parser("write-spec", help="write one resolved spec (JSON) atomically")
+    p.add_argument("--out", required=True)
+    p.add_argument("spec", help="the spec as one JSON string")
+    p.set_defaults(func=_write_spec)
+
+    p = sub.add_parser("config-reference", help="print the README's table of config keys")
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    p.set_defaults(func=_config_reference)
 
     p = sub.add_parser("prepare-corpus", help="collect documents, split train/val by document")
     p.add_argument("--config", required=True, help="resolved study config (JSON)")

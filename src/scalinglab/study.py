@@ -130,7 +130,7 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
                 }
             )
     table = pd.DataFrame(rows)
-    table["reason"] = [_exclusion_reason(cfg, row) for row in table.itertuples()]
+    table["reason"] = [exclusion_reason(cfg, row) for row in table.itertuples()]
     # a stable run trains only as far as the last branch that will be trained
     trained_starts = table["decay_start"].where(table["reason"] == "", 0)
     table["stable_steps"] = trained_starts.groupby(table["series_id"]).transform("max")
@@ -157,7 +157,7 @@ def schedule_name(cfg: StudyConfig) -> str:
     return f"wsd-{cfg.schedule.decay_shape}-{format_number(cfg.schedule.decay_fraction)}"
 
 
-def _exclusion_reason(cfg: StudyConfig, row) -> str:
+def exclusion_reason(cfg: StudyConfig, row) -> str:
     if row.steps < 1:
         return "budget too small for one optimizer step"
     if row.steps < cfg.isoflop.min_steps:

@@ -177,7 +177,7 @@ def plan(cfg) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     # the base phase's rules: too few steps, too many tokens per (active) parameter, a decay
     # inside the warmup
-    table["reason"] = [study._exclusion_reason(cfg, row) for row in table.itertuples()]
+    table["reason"] = [study.exclusion_reason(cfg, row) for row in table.itertuples()]
     trained_starts = table["decay_start"].where(table["reason"] == "", 0)
     table["stable_steps"] = trained_starts.groupby(table["series_id"]).transform("max")
     for (name, budget), rows_ in table.groupby(["variant", "C"], sort=False):
