@@ -344,3 +344,27 @@ def test_tiny_phase_end_to_end(tmp_path):
     assert list(fit["variants"]) == ["linear", "moe"]  # name order
     for v in fit["variants"].values():
         assert math.isfinite(v["isoflop"]["a"]) and v["isoflop"]["tokens_per_param"] > 0
+
+
+def test_comparison_finds_alike_slopes_and_the_loss_gap():
+    """Same exponents, a lower E: the loss gap is negative at every budget and the exponent
+    difference's interval holds 0. A variant whose loss falls faster with compute is told apart."""
+    runs = pd.concat([synthetic_runs(1.7, 400.0, "dense"), synthetic_runs(1.6, 400.0, "alike")])
+    result = variants.fit(runs, n_boot=200)
+    c = result["comparison"]
+    assert c["reference"] == "dense"
+    alike = c["variants"]["alike"]
+    assert [g["C"] for g in alike["loss_gap"]] == [1e16, 1e17, 1e18]
+    assert all(-0.1 < g["relative_gap"] < 0 for g in alike["loss_gap"])
+    low, high = alike["exponent_difference"]["ci"]
+    assert low <= 0 <= high and alike["verdict"] == "scale alike"
+    # a steeper frontier: the loss falls by a further 7% per decade of compute (resampling the
+    # 7-size ladders moves each budget's minimum by a few per cent, so smaller gaps stay open)
+    steeper = synthetic_runs(1.7, 400.0, "steeper")
+    steeper["loss"] *= (steeper["C"] / 1e16) ** -0.03
+    result = variants.fit(pd.concat([synthetic_runs(1.7, 400.0, "dense"), steeper]), n_boot=200)
+    diff = result["comparison"]["variants"]["steeper"]["exponent_difference"]
+    assert diff["value"] == pytest.approx(-0.03, abs=2e-3)
+    assert diff["ci"][1] < 0
+    assert result["comparison"]["variants"]["steeper"]["verdict"] == "scale differently"
+    assert any("steeper vs dense" in line for line in variants.summary_lines(result))

@@ -324,7 +324,66 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
                             "N_total": int(r.N_total)} for r in sizes.itertuples()]}
         entry.update(fit_variant(rows, n_boot=n_boot, seed=seed))
         result["variants"][str(name)] = entry
+    if runs["variant"].nunique() > 1:
+        result["comparison"] = compare(runs, reference_variant(runs["variant"].unique()),
+                                       n_boot=n_boot, seed=seed)
     return result
+
+
+def frontier_exponent_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap samples of the exponent of L_opt = coef·C^exponent, where L_opt is the lowest final
+    loss at each budget: the runs of each budget are resampled with replacement, so a budget whose
+    minimum rests on one lucky run gets a wide interval."""
+    ok = runs[np.isfinite(runs["loss"])]
+    groups = [g["loss"].to_numpy(float) for _, g in ok.groupby("C")]
+    budgets = np.array(sorted(ok["C"].unique()), float)
+    if len(budgets) < 3:
+        return np.array([])
+    rng = np.random.default_rng(seed)
+    log_c = np.log(budgets)
+    samples = np.empty(n_boot)
+    for i in range(n_boot):
+        best = [rng.choice(g, size=len(g)).min() for g in groups]
+        samples[i] = np.polyfit(log_c, np.log(best), 1)[0]
+    return samples
+
+
+def compare(runs: pd.DataFrame, reference: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Every variant against `reference`, the MiniMax-01 way (Chinchilla Method 1): the relative
+    gap of the lowest loss at each shared budget, and the difference of the frontier's loss-vs-
+    compute exponents with a bootstrap 95% interval. "scale alike" when that interval holds 0."""
+    ref_runs = runs[runs["variant"] == reference]
+    ref_best = ref_runs.groupby("C")["loss"].min()
+    ref_samples = frontier_exponent_samples(ref_runs, n_boot, seed)
+    out = {"reference": reference, "variants": {}}
+    for name in sorted(set(runs["variant"]) - {reference}):
+        rows = runs[runs["variant"] == name]
+        best = rows.groupby("C")["loss"].min()
+        shared = sorted(set(best.index) & set(ref_best.index))
+        entry = {"loss_gap": [{"C": float(c), "loss_opt": float(best[c]),
+                               "reference_loss_opt": float(ref_best[c]),
+                               "relative_gap": float(best[c] / ref_best[c] - 1)}
+                              for c in shared]}
+        samples = frontier_exponent_samples(rows, n_boot, seed + 1)
+        if len(samples) and len(ref_samples):
+            diff = samples - ref_samples
+            low, high = (float(x) for x in np.percentile(diff, [2.5, 97.5]))
+            point = (np.polyfit(np.log(best.index.to_numpy(float)), np.log(best.to_numpy()), 1)[0]
+                     - np.polyfit(np.log(ref_best.index.to_numpy(float)),
+                                  np.log(ref_best.to_numpy()), 1)[0])
+            entry["exponent_difference"] = {"value": float(point), "ci": [low, high]}
+            entry["verdict"] = "scale alike" if low <= 0 <= high else "scale differently"
+        else:
+            entry["exponent_difference"] = None
+            entry["verdict"] = "too few budgets to compare (need 3)"
+        out["variants"][str(name)] = entry
+    return out
+
+
+def reference_variant(names) -> str:
+    """The variant the others are compared with: `dense` when there is one, else the first name."""
+    names = sorted(names)
+    return "dense" if "dense" in names else names[0]
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -340,6 +399,15 @@ def summary_lines(result: dict) -> list[str]:
         if "error" not in law:
             parts.append(f"L_opt ~ C^{law['exponent']:.3f}")
         lines.append("; ".join(parts))
+    comparison = result.get("comparison")
+    if comparison:
+        for name, c in comparison["variants"].items():
+            gaps = ", ".join(f"{g['relative_gap']:+.1%} at {g['C']:.2g}" for g in c["loss_gap"])
+            diff = c["exponent_difference"]
+            slope = (f"; exponent difference {diff['value']:+.3f} "
+                     f"[{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]" if diff else "")
+            lines.append(f"{name} vs {comparison['reference']}: loss {gaps}{slope}: "
+                         f"{c['verdict']}")
     return lines
 
 

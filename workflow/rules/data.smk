@@ -10,10 +10,8 @@ rule write_spec:
         "../envs/scalinglab.yaml"
     params:
         spec=spec_json,
-    run:
-        from scalinglab.atomic import write_text
-
-        write_text(output[0], f"{params.spec}\n")
+    shell:
+        "python -m scalinglab write-spec --out {output:q} {params.spec:q} 2> {log:q}"
 
 
 rule prepare_corpus:

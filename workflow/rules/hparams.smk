@@ -61,10 +61,8 @@ rule write_hparams_spec:
     localrule: True
     params:
         spec=HP.spec_json,
-    run:
-        from scalinglab.atomic import write_text
-
-        write_text(output[0], f"{params.spec}\n")
+    shell:
+        "python -m scalinglab write-spec --out {output:q} {params.spec:q} 2> {log:q}"
 
 
 rule train_stable_hparams:
@@ -167,10 +165,8 @@ rule write_critical_batch_spec:
     localrule: True
     params:
         spec=CB.spec_json,
-    run:
-        from scalinglab.atomic import write_text
-
-        write_text(output[0], f"{params.spec}\n")
+    shell:
+        "python -m scalinglab write-spec --out {output:q} {params.spec:q} 2> {log:q}"
 
 
 rule train_critical_batch:

@@ -45,10 +45,8 @@ rule write_variant_spec:
     localrule: True
     params:
         spec=VARIANTS.spec_json,
-    run:
-        from scalinglab.atomic import write_text
-
-        write_text(output[0], f"{params.spec}\n")
+    shell:
+        "python -m scalinglab write-spec --out {output:q} {params.spec:q} 2> {log:q}"
 
 
 rule train_stable_variant:
