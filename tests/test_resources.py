@@ -1,6 +1,33 @@
-"""Job resources: runtime grows with FLOPs and with each retry; memory with the parameters."""
+"""Job resources: runtime grows with the job's FLOPs and with each retry; memory with the
+parameters; a GPU (and its model) only for a CUDA study; the preemption signal for every job."""
 
-from scalinglab.resources import MIN_RUNTIME_MINUTES, runtime_minutes, train_mem_mb
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, tiny_spec
+from scalinglab import critical_batch, hparams, lr_transfer, recipe, study, variants, wsd_vs_cosine
+from scalinglab.cli import merged_config
+from scalinglab.config import StudyConfig, from_dict
+from scalinglab.resources import (
+    MIN_RUNTIME_MINUTES,
+    PREEMPTION_SIGNAL,
+    SIGNAL_LEAD_SECONDS,
+    TrainingJob,
+    TrainingResources,
+    branch_job,
+    gpu_model,
+    gpus,
+    runtime_minutes,
+    stable_job,
+    train_mem_mb,
+    training_job,
+)
 
 
 def test_runtime_is_margin_times_flops_over_throughput_in_minutes():
@@ -13,3 +40,197 @@ def test_memory_grows_with_parameters():
     assert train_mem_mb(0) == 1500
     assert train_mem_mb(2**20) == 1532
     assert train_mem_mb(10**9) > 30_000
+
+
+# tiny_spec: 4 x 16 = 64 tokens a step, 20,000 FLOPs a token, an eval of 256 tokens every 4 steps
+# (a forward pass: 20,000 / 3 FLOPs a token), stable run of 24 steps, branches C1 (16 -> 20) and
+# C2 (24 -> 30)
+def test_stable_job_is_its_steps_and_evaluations_by_hand():
+    job = stable_job(tiny_spec())
+    # 24 steps; evaluations every 4 steps (6), at both branch points and at the end (9)
+    assert job == TrainingJob(24 * 64 * 20_000 + 9 * 256 * 20_000 / 3, 5000)
+    assert job.flops == pytest.approx(46_080_000)
+
+
+def test_branch_job_is_its_own_steps_from_its_decay_start():
+    spec = tiny_spec()
+    # C1: steps 16..20 (4 steps, evaluations at 20 and at the end: 4 // 4 + 1)
+    assert branch_job(spec, "C1").flops == pytest.approx(4 * 64 * 20_000 + 2 * 256 * 20_000 / 3)
+    # C2: steps 24..30
+    assert branch_job(spec, "C2").flops == pytest.approx(6 * 64 * 20_000 + 2 * 256 * 20_000 / 3)
+    assert branch_job(spec, "C2").n_total == 5000
+    assert training_job(spec, "C2") == branch_job(spec, "C2")
+    assert training_job(spec) == stable_job(spec)
+
+
+def test_a_cosine_branch_trains_from_step_zero():
+    spec = tiny_spec(stable_steps=0, branches=((0, 20, "C1"),), kind="cosine")
+    assert branch_job(spec, "C1").flops == pytest.approx(20 * 64 * 20_000
+                                                         + 6 * 256 * 20_000 / 3)
+    assert stable_job(spec).flops == pytest.approx(2 * 256 * 20_000 / 3)  # evaluations only
+
+
+def test_an_unknown_branch_names_the_series_and_its_branches():
+    with pytest.raises(KeyError, match="test-series has no branch 'C9'.*C1, C2"):
+        branch_job(tiny_spec(), "C9")
+
+
+def test_runtime_of_a_job_scales_with_its_flops_and_the_attempt():
+    res = TrainingResources(flops_per_second=1e4, margin=3.0, device="cpu")
+    spec = tiny_spec()
+    stable = res.runtime(stable_job(spec))
+    assert stable == 231  # 3 x 46,080,000 / 1e4 s = 230.4 min
+    assert res.runtime(stable_job(spec), attempt=2) == 461
+    assert res.runtime(stable_job(spec), attempt=3) == 692
+    # C2 does fewer FLOPs than the stable run, C1 fewer still
+    c1, c2 = res.runtime(branch_job(spec, "C1")), res.runtime(branch_job(spec, "C2"))
+    assert c1 == 43 and c2 == 56  # 42.7 and 55.5 min
+    assert res.runtime(branch_job(spec, "C2"), attempt=2) == 111
+    assert res.mem_mb(stable_job(spec)) == train_mem_mb(5000)
+
+
+def test_only_a_cuda_study_asks_for_a_gpu_and_its_model():
+    assert gpus("cuda") == 1
+    assert gpus("cpu") == gpus("auto") == 0
+    assert gpu_model("cuda", " h100 ") == "h100"
+    assert gpu_model("cuda", "") is None and gpu_model("cuda", None) is None
+    # a CPU job never names a model: the SLURM plugin would ask for --gpus=h100:0
+    assert gpu_model("cpu", "h100") is None and gpu_model("auto", "h100") is None
+    cuda = TrainingResources(2e9, 3.0, "cuda", "a100")
+    assert (cuda.gpu, cuda.gpu_model) == (1, "a100")
+    cpu = TrainingResources(2e9, 3.0, "cpu", "a100")
+    assert (cpu.gpu, cpu.gpu_model) == (0, None)
+
+
+def test_the_signal_comes_well_before_the_shortest_time_limit():
+    assert PREEMPTION_SIGNAL == "--signal=USR1@180"
+    assert TrainingResources(2e9, 3.0, "cpu").slurm_extra == PREEMPTION_SIGNAL
+    # SLURM may send it up to a minute early; the trainer needs a few seconds to save
+    assert SIGNAL_LEAD_SECONDS + 60 < MIN_RUNTIME_MINUTES * 60 / 2
+
+
+# -- every training rule of every phase, through a dry run of the workflow ---------------------
+TRAINING_RULES = {
+    "train_stable", "decay_branch",  # the IsoFLOP spine
+    "train_stable_lr_transfer", "decay_branch_lr_transfer",
+    "train_stable_variant", "decay_branch_variant",
+    "train_stable_hparams", "decay_branch_hparams", "train_critical_batch",
+    "train_stable_wsd", "decay_branch_wsd", "train_stable_cosine", "decay_branch_cosine",
+    "train_stable_validation", "decay_branch_validation",
+}
+RESOURCE_NAMES = ("runtime", "mem_mb", "gpu", "gpu_model", "slurm_extra")
+# a slow machine: every job's runtime is well above the 10-minute floor, so it shows its FLOPs
+SLOW = 1.0e+6
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+RUN_JSON = re.compile(r"results/runs/(\w+)/([^/,\s]+)/([^/,\s]+)/run\.json")
+
+
+def snakemake(workdir: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """rule, output and resources of every job a dry run lists."""
+    jobs = []
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
+        name, _, body = block.partition(":\n")
+        fields = dict(re.findall(r"^    (\w+): (.*)$", body, flags=re.MULTILINE))
+        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ")
+                         if "=" in item)
+        jobs.append({"rule": name.strip(), "output": fields.get("output", ""),
+                     "resources": resources})
+    return jobs
+
+
+def phase_specs(cfg) -> dict:
+    """The series spec of every run, by its folder under results/runs: what each phase's write
+    rule writes and its training jobs train."""
+    tables = {
+        "isoflop": (study.series_spec, study.plan_isoflop(cfg)),
+        "lr_transfer": (lr_transfer.series_spec, lr_transfer.plan(cfg)),
+        "variants": (variants.series_spec, variants.plan(cfg)),
+        "hparams": (hparams.series_spec, hparams.plan(cfg)),
+        "critical_batch": (critical_batch.series_spec, critical_batch.plan(cfg)),
+        "wsd_vs_cosine": (wsd_vs_cosine.series_spec, wsd_vs_cosine.plan(cfg)),
+    }
+    return {phase: (lambda sid, fn=fn, table=table: fn(cfg, table, sid))
+            for phase, (fn, table) in tables.items()}
+
+
+def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_signal(tmp_path):
+    """Every phase on (the shipped hparams and variants configs over config.yaml), a CUDA
+    device, a GPU model and a slow machine: each training job's runtime is margin x its own
+    FLOPs / throughput, its memory that of its model, and it asks for one GPU of the model and
+    for the preemption signal."""
+    device = tmp_path / "device.yaml"
+    device.write_text(f"training: {{device: cuda}}\nresources: {{flops_per_second: {SLOW}}}\n")
+    configs = [str(REPO / "workflow/configs/hparams.yaml"),
+               str(REPO / "workflow/configs/variants.yaml"), str(device)]
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), *configs]))
+    # the validation run's spec is written by a job once the recipe exists: put one in place
+    sid, label = recipe.validation_ids(cfg)
+    validation = {**tiny_spec(branches=((16, 20, label),)), "flops_per_token": 2.0e+9,
+                  "N_total": 3_000_000}
+    spec_file = tmp_path / "results/specs/validation" / f"{sid}.json"
+    spec_file.parent.mkdir(parents=True)
+    spec_file.write_text(json.dumps(validation))
+    specs = {**phase_specs(cfg), "validation": lambda _: validation}
+
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", *configs,
+                       env={"SCALINGLAB_GPU_MODEL": "h100"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [job for job in planned_jobs(result.stdout + result.stderr)
+            if RUN_JSON.search(job["output"])]
+    assert {job["rule"] for job in jobs} == TRAINING_RULES
+
+    expected = TrainingResources(SLOW, cfg.resources.runtime_margin, "cuda")
+    for job in jobs:
+        phase, series, run = RUN_JSON.search(job["output"]).groups()
+        work = training_job(specs[phase](series), None if run == "stable" else run)
+        asked = {name: job["resources"].get(name) for name in RESOURCE_NAMES}
+        assert asked == {
+            "runtime": str(expected.runtime(work)), "mem_mb": str(expected.mem_mb(work)),
+            "gpu": "1", "gpu_model": "h100", "slurm_extra": "--signal=USR1@180",
+        }, (job["rule"], job["output"])
+        assert expected.runtime(work) > MIN_RUNTIME_MINUTES, job["rule"]
+    # stable runs and branches of different lengths and sizes ask for different times
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], set()).add(job["resources"]["runtime"])
+    assert len(by_rule["decay_branch"]) > 1 and len(by_rule["train_stable_hparams"]) > 1
+
+
+def test_a_cpu_study_asks_for_no_gpu_and_names_no_model(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--configfile",
+                       str(REPO / "tests/smoke.yaml"), env={"SCALINGLAB_GPU_MODEL": "h100"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [job for job in planned_jobs(result.stdout + result.stderr)
+            if job["rule"] in TRAINING_RULES]
+    assert {job["rule"] for job in jobs} == {"train_stable", "decay_branch"}
+    for job in jobs:
+        assert job["resources"]["gpu"] == "0" and "gpu_model" not in job["resources"]
+        assert job["resources"]["slurm_extra"] == "--signal=USR1@180"
+
+
+def test_every_rule_that_trains_takes_its_resources_from_one_factory():
+    """A rule whose shell runs train-stable or decay-branch asks runtime, mem_mb, gpu, gpu_model
+    and slurm_extra of one `training_resources(...)` object, so a new phase's training rule
+    cannot miss the GPU or the signal unnoticed."""
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    found = set()
+    for path in sorted((REPO / "workflow/rules").glob("*.smk")):
+        text = path.read_text()
+        factories = set(re.findall(r"^(\w+) = training_resources\(", common + text, re.M))
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", text, re.M):
+            if not re.search(r"python -m scalinglab (train-stable|decay-branch) ", body):
+                continue
+            found.add(name)
+            block = re.search(r"^    resources:\n((?:        .*\n)+)", body, re.M)
+            assert block, name
+            asked = re.findall(r"^        (\w+)=(\w+)\.(\w+),$", block.group(1), re.M)
+            assert [(key, attr) for key, _, attr in asked] == [(k, k) for k in RESOURCE_NAMES], name
+            owners = {owner for _, owner, _ in asked}
+            assert len(owners) == 1 and owners <= factories, (name, owners)
+    assert found == TRAINING_RULES

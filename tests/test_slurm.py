@@ -2,8 +2,9 @@
 `snakemake --executor slurm --workflow-profile workflow/profiles/slurm`.
 
 One module-scoped run does the expensive part: the IsoFLOP pipeline of tests/smoke.yaml under SLURM,
-with one training job sent SIGUSR1 mid-run (what the profile's `--signal=USR1@180` sends ahead of a
-time limit) and `--restart-times 0`, so the first invocation fails; a second invocation resumes it.
+with one training job sent SIGUSR1 mid-run (what a training job's `--signal=USR1@180` sends ahead of
+its time limit) and `--restart-times 0`, so the first invocation fails; a second invocation resumes
+it.
 The tests then check the outputs, `sacct`, and the resumed run's losses against an uninterrupted
 one.
 A last test switches the cluster to its fake-GPU mode and checks that a CUDA study's training job is
@@ -321,8 +322,9 @@ def test_gpu_requests_are_scheduled_on_the_fake_gpu(local_slurm, interrupted_run
     assert job["state"] == "COMPLETED" and "gres/gpu=1" in job["tres"], job
     assert out.read_text().strip() == "CUDA_VISIBLE_DEVICES=0"
 
-    # A CUDA study asks gpu=1 per training job (train_gpus); on this machine without CUDA the job
-    # gets its GPU from SLURM and then stops with a clear error instead of training on the CPU.
+    # A CUDA study asks gpu=1 per training job (training_resources); on this machine without CUDA
+    # the job gets its GPU from SLURM and then stops with a clear error instead of training on the
+    # CPU.
     workdir = tmp_path / "study"
     shutil.copytree(interrupted_run["workdir"], workdir, symlinks=True)
     cuda = tmp_path / "cuda.yaml"

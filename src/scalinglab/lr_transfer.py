@@ -311,13 +311,12 @@ def analyse(runs: pd.DataFrame) -> dict:
 # -- what Snakemake asks of the phase --------------------------------------------------------------
 @dataclass(frozen=True)
 class PhaseFiles:
-    """The input, params and resource functions of the phase's rules (workflow/rules/mup.smk),
-    kept here so that the rule file holds rules only."""
+    """The input and params functions of the phase's rules (workflow/rules/mup.smk), kept here
+    so that the rule file holds rules only; their resources come from scalinglab.resources."""
 
     cfg: object
     table: pd.DataFrame
     runs_dir: str
-    cpu_flops_per_second: float
 
     @property
     def runs(self) -> list[str]:
@@ -328,22 +327,13 @@ class PhaseFiles:
         # every run of the phase has the same token count, hence one branch label
         return "" if self.table.empty else str(self.table["label"].iloc[0])
 
+    def spec(self, wildcards) -> dict:
+        return series_spec(self.cfg, self.table, wildcards.lrt)
+
     def spec_json(self, wildcards) -> str:
         import json
 
-        return json.dumps(series_spec(self.cfg, self.table, wildcards.lrt), sort_keys=True)
+        return json.dumps(self.spec(wildcards), sort_keys=True)
 
     def run_jsons(self, wildcards) -> list[str]:
         return [f"{self.runs_dir}/{sid}/{self.label}/run.json" for sid in self.runs]
-
-    def _row(self, wildcards):
-        return self.table[self.table["series_id"] == wildcards.lrt].iloc[0]
-
-    def runtime(self, wildcards) -> int:
-        """Minutes, from a pessimistic CPU rate (as for the IsoFLOP runs)."""
-        flops = float(self._row(wildcards)["C_actual"])
-        return max(10, int(3 * flops / self.cpu_flops_per_second / 60))
-
-    def mem_mb(self, wildcards) -> int:
-        # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
-        return 1500 + int(16 * int(self._row(wildcards)["N_total"]) / 2**20) * 4

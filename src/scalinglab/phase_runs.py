@@ -158,7 +158,8 @@ def phase_flops(table: pd.DataFrame) -> dict:
 
 @dataclass(frozen=True)
 class PhaseFiles:
-    """What the rules of one phase ask: ids, labels, specs, run files and resources.
+    """What the rules of one phase ask: ids, labels, specs and run files (their resources come
+    from scalinglab.resources).
 
     `specs` maps series id -> spec dict (written by a local rule from params, so an edited config
     reruns exactly the runs whose spec changed).
@@ -167,7 +168,6 @@ class PhaseFiles:
     table: pd.DataFrame
     specs: dict
     runs_dir: str
-    cpu_flops_per_second: float = 2e9
     series_wildcard: str = "series"
     label_wildcard: str = "label"
 
@@ -198,8 +198,11 @@ class PhaseFiles:
     def trained(self) -> pd.DataFrame:
         return self.table if self.table.empty else self.table[self.table["reason"] == ""]
 
+    def spec(self, wildcards) -> dict:
+        return self.specs[wildcards[self.series_wildcard]]
+
     def spec_json(self, wildcards) -> str:
-        return json.dumps(self.specs[wildcards[self.series_wildcard]], sort_keys=True)
+        return json.dumps(self.spec(wildcards), sort_keys=True)
 
     def branch_run_jsons(self, wildcards=None) -> list[str]:
         return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
@@ -207,19 +210,3 @@ class PhaseFiles:
 
     def stable_run_jsons(self, wildcards=None) -> list[str]:
         return [f"{self.runs_dir}/{sid}/stable/run.json" for sid in self.series]
-
-    def runtime(self, wildcards) -> int:
-        """Minutes, from a pessimistic CPU rate (as for the IsoFLOP runs)."""
-        sid = wildcards[self.series_wildcard]
-        rows = self.table[self.table["series_id"] == sid]
-        if self.label_wildcard in wildcards.keys():
-            label = wildcards[self.label_wildcard]
-            flops = float(rows[rows["label"] == label]["C_actual"].iloc[0])
-        else:
-            flops = series_flops(self.table, sid)
-        return max(10, int(3 * flops / self.cpu_flops_per_second / 60))
-
-    def mem_mb(self, wildcards) -> int:
-        rows = self.table[self.table["series_id"] == wildcards[self.series_wildcard]]
-        # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
-        return 1500 + int(16 * int(rows["N_total"].iloc[0]) / 2**20) * 4

@@ -12,9 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on the machines that run the workflow
 
-import matplotlib.ticker  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402

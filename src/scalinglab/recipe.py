@@ -257,10 +257,9 @@ def validation_ids(cfg) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RecipeFiles:
-    """Input and resource functions of the recipe's rules (workflow/rules/recipe.smk)."""
+    """Input functions of the recipe's rules (workflow/rules/recipe.smk)."""
 
     cfg: object
-    cpu_flops_per_second: float = 2e9
 
     def inputs(self, wildcards=None) -> dict:
         """The fits `plan` reads: hparams.json only when the LR x batch phase ran."""
@@ -268,12 +267,6 @@ class RecipeFiles:
         if self.cfg.hparams.enabled:
             fits["hparams"] = "results/fits/hparams.json"
         return fits
-
-    def runtime(self, wildcards=None) -> int:
-        """Minutes for the validation run, from the same pessimistic CPU rate as the IsoFLOP
-        runs."""
-        flops = validation_compute(self.cfg)
-        return max(10, int(3 * flops / self.cpu_flops_per_second / 60))
 
 
 def validation_spec(cfg, recipe: dict, train_tokens: int | None = None) -> dict:

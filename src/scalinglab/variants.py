@@ -414,13 +414,12 @@ def summary_lines(result: dict) -> list[str]:
 # -- what Snakemake asks of the phase --------------------------------------------------------------
 @dataclass(frozen=True)
 class PhaseFiles:
-    """The input, params and resource functions of the phase's rules (workflow/rules/
-    variants.smk), kept here so that the rule file holds rules only."""
+    """The input and params functions of the phase's rules (workflow/rules/variants.smk), kept
+    here so that the rule file holds rules only; their resources come from scalinglab.resources."""
 
     cfg: object
     table: pd.DataFrame
     runs_dir: str
-    cpu_flops_per_second: float
 
     def _trained(self) -> pd.DataFrame:
         return self.table[self.table["reason"] == ""] if not self.table.empty else self.table
@@ -433,8 +432,11 @@ class PhaseFiles:
     def labels(self) -> list[str]:
         return [] if self.table.empty else list(dict.fromkeys(self.table["label"]))
 
+    def spec(self, wildcards) -> dict:
+        return series_spec(self.cfg, self.table, wildcards.vseries)
+
     def spec_json(self, wildcards) -> str:
-        return json.dumps(series_spec(self.cfg, self.table, wildcards.vseries), sort_keys=True)
+        return json.dumps(self.spec(wildcards), sort_keys=True)
 
     def stable_run_jsons(self, wildcards) -> list[str]:
         return [f"{self.runs_dir}/{sid}/stable/run.json" for sid in self.series]
@@ -442,22 +444,6 @@ class PhaseFiles:
     def branch_run_jsons(self, wildcards) -> list[str]:
         return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
                 for row in self._trained().itertuples()]
-
-    def runtime(self, wildcards) -> int:
-        """Minutes, from a pessimistic CPU rate (as for the IsoFLOP runs)."""
-        rows = self.table[self.table["series_id"] == wildcards.vseries]
-        if "vlabel" in wildcards.keys():
-            flops = float(rows[rows["label"] == wildcards.vlabel]["C_actual"].iloc[0])
-        else:
-            first = rows.iloc[0]
-            flops = float(first.stable_steps * first.D / max(first.steps, 1)
-                          * first.flops_per_token)
-        return max(10, int(3 * flops / self.cpu_flops_per_second / 60))
-
-    def mem_mb(self, wildcards) -> int:
-        # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
-        rows = self.table[self.table["series_id"] == wildcards.vseries]
-        return 1500 + int(16 * int(rows["N_total"].iloc[0]) / 2**20) * 4
 
 
 def finite_or_none(obj):

@@ -3,12 +3,12 @@ import json
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 
 from scalinglab.config import StudyConfig, from_dict, to_dict
-from scalinglab.resources import runtime_minutes
-from scalinglab.resources import train_mem_mb as train_mem_mb_for
+from scalinglab.resources import TrainingResources, training_job
 from scalinglab.study import plan_isoflop, series_spec, trained_runs, trained_series
 from snakemake.utils import validate
 
@@ -70,42 +70,53 @@ def branch_run_jsons(wildcards):
     ]
 
 
-# -- resources: portable estimates; partitions and accounts live in workflow/profiles/slurm ---
-# the throughput the other phases' runtime estimates use (config `resources`)
-CPU_FLOPS_PER_SECOND = STUDY.resources.flops_per_second
+# -- resources: one factory for every training rule of every phase (scalinglab.resources);
+#    partitions and accounts live in workflow/profiles/slurm -----------------------------------
+TRAINING_RESOURCES = TrainingResources.of(STUDY, os.environ.get("SCALINGLAB_GPU_MODEL"))
 
 
-def _series_flops(series):
-    rows = ISOFLOP[ISOFLOP["series_id"] == series]
-    stable = (
-        rows["stable_steps"].iloc[0] * rows["D"].iloc[0] / max(rows["steps"].iloc[0], 1)
+def isoflop_spec(wildcards):
+    return SPECS[f"series/{wildcards.series}"]
+
+
+def training_resources(spec=None, *, label_wildcard=None, label=None):
+    """Named functions for the `resources` of a training job (the same five in every phase):
+    runtime (FLOPs of the job, margin, throughput, attempt), mem_mb (N_total of its model), gpu,
+    gpu_model and slurm_extra, all from scalinglab.resources.
+
+    The job is the stable run of the series spec `spec(wildcards)`, or with `label_wildcard`
+    (the wildcard holding the label) or `label` (a fixed one) that series' decay branch.
+    `spec=None` reads the spec from the job's `spec` input: for a spec that a job writes (the
+    validation run's), which a dry run shows as <TBD> and the job gets once it is scheduled.
+    """
+
+    def job(wildcards, input):
+        if spec is None:
+            with open(input.spec) as f:
+                series = json.load(f)
+        else:
+            series = spec(wildcards)
+        return training_job(
+            series, wildcards[label_wildcard] if label_wildcard else label
+        )
+
+    def runtime(wildcards, input, attempt):
+        return TRAINING_RESOURCES.runtime(job(wildcards, input), attempt)
+
+    def mem_mb(wildcards, input):
+        return TRAINING_RESOURCES.mem_mb(job(wildcards, input))
+
+    def gpu_model(wildcards):
+        return TRAINING_RESOURCES.gpu_model
+
+    return SimpleNamespace(
+        runtime=runtime,
+        mem_mb=mem_mb,
+        gpu=TRAINING_RESOURCES.gpu,
+        gpu_model=gpu_model,
+        slurm_extra=TRAINING_RESOURCES.slurm_extra,
     )
-    return float(stable * rows["flops_per_token"].iloc[0])
 
 
-def train_runtime(wildcards, attempt):
-    if "label" in wildcards.keys():
-        rows = ISOFLOP[
-            (ISOFLOP["series_id"] == wildcards.series)
-            & (ISOFLOP["label"] == wildcards.label)
-        ]
-        flops = float(rows["C_actual"].iloc[0])
-    else:
-        flops = _series_flops(wildcards.series)
-    return runtime_minutes(
-        flops,
-        STUDY.resources.flops_per_second,
-        STUDY.resources.runtime_margin,
-        attempt,
-    )
-
-
-def train_mem_mb(wildcards):
-    rows = ISOFLOP[ISOFLOP["series_id"] == wildcards.series]
-    return train_mem_mb_for(int(rows["N_total"].iloc[0]))
-
-
-def train_gpus(wildcards):
-    # Only an explicit "cuda" asks the scheduler for a GPU: "auto" must not leave a CPU study
-    # waiting in a GPU queue, and a job that asked for a GPU fails rather than train on the CPU.
-    return 1 if STUDY.training.device == "cuda" else 0
+TRAIN_STABLE = training_resources(isoflop_spec)
+DECAY_BRANCH = training_resources(isoflop_spec, label_wildcard="label")

@@ -11,7 +11,6 @@ HP = phase_runs.PhaseFiles.build(
     hparams.plan(STUDY),
     hparams.series_spec,
     "results/runs/hparams",
-    cpu_flops_per_second=CPU_FLOPS_PER_SECOND,
     series_wildcard="hp",
     label_wildcard="hplabel",
 )
@@ -20,11 +19,13 @@ CB = phase_runs.PhaseFiles.build(
     critical_batch.plan(STUDY),
     critical_batch.series_spec,
     "results/runs/critical_batch",
-    cpu_flops_per_second=CPU_FLOPS_PER_SECOND,
     series_wildcard="cb",
 )
 HP_DIR = HP.runs_dir
 CB_DIR = CB.runs_dir
+HP_STABLE = training_resources(HP.spec)
+HP_BRANCH = training_resources(HP.spec, label_wildcard=HP.label_wildcard)
+CB_STABLE = training_resources(CB.spec)
 
 HPARAM_TARGETS = ["results/fits/compute_optimal.json", "results/recipe.json"]
 if STUDY.hparams.enabled or STUDY.critical_batch.enabled or STUDY.wsd_vs_cosine.enabled:
@@ -87,8 +88,11 @@ rule train_stable_hparams:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=HP.runtime,
-        mem_mb=HP.mem_mb,
+        runtime=HP_STABLE.runtime,
+        mem_mb=HP_STABLE.mem_mb,
+        gpu=HP_STABLE.gpu,
+        gpu_model=HP_STABLE.gpu_model,
+        slurm_extra=HP_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -118,8 +122,11 @@ rule decay_branch_hparams:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=HP.runtime,
-        mem_mb=HP.mem_mb,
+        runtime=HP_BRANCH.runtime,
+        mem_mb=HP_BRANCH.mem_mb,
+        gpu=HP_BRANCH.gpu,
+        gpu_model=HP_BRANCH.gpu_model,
+        slurm_extra=HP_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -188,8 +195,11 @@ rule train_critical_batch:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=CB.runtime,
-        mem_mb=CB.mem_mb,
+        runtime=CB_STABLE.runtime,
+        mem_mb=CB_STABLE.mem_mb,
+        gpu=CB_STABLE.gpu,
+        gpu_model=CB_STABLE.gpu_model,
+        slurm_extra=CB_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),

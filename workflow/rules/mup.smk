@@ -4,10 +4,12 @@
 from scalinglab import lr_transfer
 
 LR_TRANSFER = lr_transfer.PhaseFiles(
-    STUDY, lr_transfer.plan(STUDY), "results/runs/lr_transfer", CPU_FLOPS_PER_SECOND
+    STUDY, lr_transfer.plan(STUDY), "results/runs/lr_transfer"
 )
 LR_TRANSFER_DIR = LR_TRANSFER.runs_dir
 LR_TRANSFER_LABEL = LR_TRANSFER.label
+LR_TRANSFER_STABLE = training_resources(LR_TRANSFER.spec)
+LR_TRANSFER_BRANCH = training_resources(LR_TRANSFER.spec, label=LR_TRANSFER_LABEL)
 
 MUP_TARGETS = ["results/muP/coord_check.csv", "results/figures/coord_check.png"]
 if STUDY.lr_transfer.enabled:
@@ -93,8 +95,11 @@ rule train_stable_lr_transfer:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=LR_TRANSFER.runtime,
-        mem_mb=LR_TRANSFER.mem_mb,
+        runtime=LR_TRANSFER_STABLE.runtime,
+        mem_mb=LR_TRANSFER_STABLE.mem_mb,
+        gpu=LR_TRANSFER_STABLE.gpu,
+        gpu_model=LR_TRANSFER_STABLE.gpu_model,
+        slurm_extra=LR_TRANSFER_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -123,8 +128,11 @@ rule decay_branch_lr_transfer:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=LR_TRANSFER.runtime,
-        mem_mb=LR_TRANSFER.mem_mb,
+        runtime=LR_TRANSFER_BRANCH.runtime,
+        mem_mb=LR_TRANSFER_BRANCH.mem_mb,
+        gpu=LR_TRANSFER_BRANCH.gpu,
+        gpu_model=LR_TRANSFER_BRANCH.gpu_model,
+        slurm_extra=LR_TRANSFER_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),

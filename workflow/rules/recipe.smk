@@ -4,7 +4,10 @@
 # its spec is written from the recipe by a job, so the shape is chosen when the fits are in.
 VALIDATION_SERIES, VALIDATION_LABEL = recipe.validation_ids(STUDY)
 VALIDATION_DIR = f"results/runs/validation/{VALIDATION_SERIES}"
-RECIPE = recipe.RecipeFiles(STUDY, CPU_FLOPS_PER_SECOND)
+RECIPE = recipe.RecipeFiles(STUDY)
+# the validation run's spec is written by a job (validation_spec): its resources read that file
+VALIDATION_STABLE = training_resources()
+VALIDATION_BRANCH = training_resources(label=VALIDATION_LABEL)
 
 if STUDY.validation.enabled:
     HPARAM_TARGETS += [
@@ -83,8 +86,11 @@ rule train_stable_validation:
     # the last training job of the study: it can have both cores of a small machine
     threads: 2
     resources:
-        runtime=RECIPE.runtime,
-        mem_mb=4000,
+        runtime=VALIDATION_STABLE.runtime,
+        mem_mb=VALIDATION_STABLE.mem_mb,
+        gpu=VALIDATION_STABLE.gpu,
+        gpu_model=VALIDATION_STABLE.gpu_model,
+        slurm_extra=VALIDATION_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -111,8 +117,11 @@ rule decay_branch_validation:
         "../envs/scalinglab.yaml"
     threads: 2
     resources:
-        runtime=RECIPE.runtime,
-        mem_mb=4000,
+        runtime=VALIDATION_BRANCH.runtime,
+        mem_mb=VALIDATION_BRANCH.mem_mb,
+        gpu=VALIDATION_BRANCH.gpu,
+        gpu_model=VALIDATION_BRANCH.gpu_model,
+        slurm_extra=VALIDATION_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),

@@ -21,9 +21,11 @@ rule train_stable:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=train_runtime,
-        mem_mb=train_mem_mb,
-        gpu=train_gpus,
+        runtime=TRAIN_STABLE.runtime,
+        mem_mb=TRAIN_STABLE.mem_mb,
+        gpu=TRAIN_STABLE.gpu,
+        gpu_model=TRAIN_STABLE.gpu_model,
+        slurm_extra=TRAIN_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -50,9 +52,11 @@ rule decay_branch:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=train_runtime,
-        mem_mb=train_mem_mb,
-        gpu=train_gpus,
+        runtime=DECAY_BRANCH.runtime,
+        mem_mb=DECAY_BRANCH.mem_mb,
+        gpu=DECAY_BRANCH.gpu,
+        gpu_model=DECAY_BRANCH.gpu_model,
+        slurm_extra=DECAY_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),

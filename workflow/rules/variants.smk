@@ -3,11 +3,11 @@
 # the same train-stable / decay-branch verbs as the IsoFLOP phase, with WSD rewind branches.
 from scalinglab import variants
 
-VARIANTS = variants.PhaseFiles(
-    STUDY, variants.plan(STUDY), "results/runs/variants", CPU_FLOPS_PER_SECOND
-)
+VARIANTS = variants.PhaseFiles(STUDY, variants.plan(STUDY), "results/runs/variants")
 VARIANTS_DIR = VARIANTS.runs_dir
 VARIANTS_LABELS = VARIANTS.labels
+VARIANT_STABLE = training_resources(VARIANTS.spec)
+VARIANT_BRANCH = training_resources(VARIANTS.spec, label_wildcard="vlabel")
 
 VARIANT_TARGETS = []
 if STUDY.variants.enabled:
@@ -74,9 +74,11 @@ rule train_stable_variant:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=VARIANTS.runtime,
-        mem_mb=VARIANTS.mem_mb,
-        gpu=train_gpus,
+        runtime=VARIANT_STABLE.runtime,
+        mem_mb=VARIANT_STABLE.mem_mb,
+        gpu=VARIANT_STABLE.gpu,
+        gpu_model=VARIANT_STABLE.gpu_model,
+        slurm_extra=VARIANT_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -106,9 +108,11 @@ rule decay_branch_variant:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=VARIANTS.runtime,
-        mem_mb=VARIANTS.mem_mb,
-        gpu=train_gpus,
+        runtime=VARIANT_BRANCH.runtime,
+        mem_mb=VARIANT_BRANCH.mem_mb,
+        gpu=VARIANT_BRANCH.gpu,
+        gpu_model=VARIANT_BRANCH.gpu_model,
+        slurm_extra=VARIANT_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),

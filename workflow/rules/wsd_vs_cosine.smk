@@ -9,12 +9,15 @@ WVC = phase_runs.PhaseFiles.build(
     wsd_vs_cosine.plan(STUDY),
     wsd_vs_cosine.series_spec,
     "results/runs/wsd_vs_cosine",
-    cpu_flops_per_second=CPU_FLOPS_PER_SECOND,
     series_wildcard="wvc",
 )
 WVC_DIR = WVC.runs_dir
 WSD = WVC.where("kind", "wsd", series_wildcard="wsd", label_wildcard="wlabel")
 COS = WVC.where("kind", "cosine", series_wildcard="cos", label_wildcard="clabel")
+WSD_STABLE = training_resources(WSD.spec)
+WSD_BRANCH = training_resources(WSD.spec, label_wildcard=WSD.label_wildcard)
+COS_STABLE = training_resources(COS.spec)
+COS_BRANCH = training_resources(COS.spec, label_wildcard=COS.label_wildcard)
 
 if STUDY.wsd_vs_cosine.enabled:
     HPARAM_TARGETS += [
@@ -59,8 +62,11 @@ rule train_stable_wsd:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=WSD.runtime,
-        mem_mb=WSD.mem_mb,
+        runtime=WSD_STABLE.runtime,
+        mem_mb=WSD_STABLE.mem_mb,
+        gpu=WSD_STABLE.gpu,
+        gpu_model=WSD_STABLE.gpu_model,
+        slurm_extra=WSD_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -90,8 +96,11 @@ rule decay_branch_wsd:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=WSD.runtime,
-        mem_mb=WSD.mem_mb,
+        runtime=WSD_BRANCH.runtime,
+        mem_mb=WSD_BRANCH.mem_mb,
+        gpu=WSD_BRANCH.gpu,
+        gpu_model=WSD_BRANCH.gpu_model,
+        slurm_extra=WSD_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -123,8 +132,11 @@ rule train_stable_cosine:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=COS.runtime,
-        mem_mb=COS.mem_mb,
+        runtime=COS_STABLE.runtime,
+        mem_mb=COS_STABLE.mem_mb,
+        gpu=COS_STABLE.gpu,
+        gpu_model=COS_STABLE.gpu_model,
+        slurm_extra=COS_STABLE.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
@@ -154,8 +166,11 @@ rule decay_branch_cosine:
         "../envs/scalinglab.yaml"
     threads: 1
     resources:
-        runtime=COS.runtime,
-        mem_mb=COS.mem_mb,
+        runtime=COS_BRANCH.runtime,
+        mem_mb=COS_BRANCH.mem_mb,
+        gpu=COS_BRANCH.gpu,
+        gpu_model=COS_BRANCH.gpu_model,
+        slurm_extra=COS_BRANCH.slurm_extra,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
