@@ -39,6 +39,24 @@ def test_launcher_is_plain_python_for_one_process_and_torchrun_for_more():
     assert "SIGUSR1" in command  # torchrun passes SLURM's time-limit warning on to the workers
 
 
+def test_training_jobs_ask_for_and_launch_gpus_per_run_processes(tmp_path):
+    """`snakemake -n -p`: every IsoFLOP training job starts torchrun with K processes, asks for K
+    GPUs and K cores; the other phases' jobs stay single-process."""
+    extra = tmp_path / "k2.yaml"
+    extra.write_text("resources: {gpus_per_run: 2}\ntraining: {device: cuda}\n")
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "-n", "-p", "--cores", "4",
+           "--configfile", str(REPO / "tests/smoke.yaml"), str(extra)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = [job for job in done.stdout.split("\nrule ")
+            if job.startswith(("train_stable:", "decay_branch:"))]
+    assert len(jobs) >= 2
+    for job in jobs:
+        assert "--nproc-per-node 2 -m scalinglab" in job
+        assert "gpu=2" in job and "threads: 2" in job
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     tokens = write_token_dir(tmp_path / "tokens")
     spec = tiny_spec(stable_steps=24)

@@ -13,3 +13,7 @@ def test_memory_grows_with_parameters():
     assert train_mem_mb(0) == 1500
     assert train_mem_mb(2**20) == 1532
     assert train_mem_mb(10**9) > 30_000
+
+
+def test_a_data_parallel_job_holds_the_memory_once_per_process():
+    assert train_mem_mb(2**20, processes=2) == 2 * train_mem_mb(2**20)

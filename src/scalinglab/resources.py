@@ -20,6 +20,7 @@ def runtime_minutes(flops: float, flops_per_second: float, margin: float,
     return max(MIN_RUNTIME_MINUTES, math.ceil(seconds / 60))
 
 
-def train_mem_mb(n_total: int) -> int:
-    # 16 bytes per parameter (weight, gradient, two moments), doubled for slack
-    return 1500 + math.ceil(32 * n_total / 2**20)
+def train_mem_mb(n_total: int, processes: int = 1) -> int:
+    # 16 bytes per parameter (weight, gradient, two moments), doubled for slack; a data-parallel
+    # job holds all of it, and the torch runtime, once per process
+    return processes * (1500 + math.ceil(32 * n_total / 2**20))

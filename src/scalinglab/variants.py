@@ -389,7 +389,8 @@ class PhaseFiles:
     def mem_mb(self, wildcards) -> int:
         # weights, grads and two Adam moments in fp32, plus activations and the torch runtime
         rows = self.table[self.table["series_id"] == wildcards.vseries]
-        return 1500 + int(16 * int(rows["N_total"].iloc[0]) / 2**20) * 4
+        per_process = 1500 + int(16 * int(rows["N_total"].iloc[0]) / 2**20) * 4
+        return per_process * self.cfg.resources.gpus_per_run  # data parallel: once per process
 
 
 def finite_or_none(obj):

@@ -7,6 +7,7 @@ import sys
 import pandas as pd
 
 from scalinglab.config import StudyConfig, from_dict, to_dict
+from scalinglab.distributed import launcher
 from scalinglab.resources import runtime_minutes
 from scalinglab.resources import train_mem_mb as train_mem_mb_for
 from scalinglab.study import plan_isoflop, series_spec, trained_runs, trained_series
@@ -26,6 +27,11 @@ ISOFLOP_LABELS = list(dict.fromkeys(ISOFLOP["label"]))
 os.environ["PATH"] = os.pathsep.join(
     [os.path.dirname(sys.executable), os.environ["PATH"]]
 )
+# The command that starts a training verb of the IsoFLOP and variants phases: `python -m
+# scalinglab`, or torchrun with resources.gpus_per_run data-parallel processes. The shell strings
+# name this global rather than a param: params are a rerun trigger, and the number of processes
+# changes no result (the checkpoints are the same files either way).
+TRAIN_LAUNCHER = launcher(STUDY.resources.gpus_per_run)
 TOKENS_DIR = "results/data/tokens"
 RUNS_DIR = "results/runs/isoflop"
 
@@ -102,10 +108,16 @@ def train_runtime(wildcards, attempt):
 
 def train_mem_mb(wildcards):
     rows = ISOFLOP[ISOFLOP["series_id"] == wildcards.series]
-    return train_mem_mb_for(int(rows["N_total"].iloc[0]))
+    return train_mem_mb_for(int(rows["N_total"].iloc[0]), STUDY.resources.gpus_per_run)
+
+
+def train_threads(wildcards):
+    # one core per data-parallel process (on the CPU they split the job's threads between them)
+    return STUDY.resources.gpus_per_run
 
 
 def train_gpus(wildcards):
-    # Only an explicit "cuda" asks the scheduler for a GPU: "auto" must not leave a CPU study
+    # Only an explicit "cuda" asks the scheduler for GPUs: "auto" must not leave a CPU study
     # waiting in a GPU queue, and a job that asked for a GPU fails rather than train on the CPU.
-    return 1 if STUDY.training.device == "cuda" else 0
+    # A data-parallel job (TRAIN_LAUNCHER) asks for one GPU per process.
+    return STUDY.resources.gpus_per_run if STUDY.training.device == "cuda" else 0

@@ -19,7 +19,7 @@ rule train_stable:
         "results/benchmarks/train_stable/{series}.tsv"
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
@@ -28,7 +28,7 @@ rule train_stable:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
+        "{TRAIN_LAUNCHER} train-stable --spec {input.spec} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
 
@@ -48,7 +48,7 @@ rule decay_branch:
         "results/benchmarks/decay_branch/{series}_{label}.tsv"
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
@@ -57,6 +57,6 @@ rule decay_branch:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
+        "{TRAIN_LAUNCHER} decay-branch --spec {input.spec} --label {wildcards.label}"
         " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -74,7 +74,7 @@ rule train_stable_variant:
         vseries=_one_of(VARIANTS.series),
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=VARIANTS.runtime,
         mem_mb=VARIANTS.mem_mb,
@@ -83,7 +83,7 @@ rule train_stable_variant:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
+        "{TRAIN_LAUNCHER} train-stable --spec {input.spec} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
 
@@ -106,7 +106,7 @@ rule decay_branch_variant:
         vlabel=_one_of(VARIANTS_LABELS),
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=VARIANTS.runtime,
         mem_mb=VARIANTS.mem_mb,
@@ -115,7 +115,7 @@ rule decay_branch_variant:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
-        "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.vlabel}"
+        "{TRAIN_LAUNCHER} decay-branch --spec {input.spec} --label {wildcards.vlabel}"
         " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
