@@ -35,8 +35,10 @@ def _env() -> dict:
 def test_launcher_is_plain_python_for_one_process_and_torchrun_for_more():
     assert distributed.launcher(1) == "python -m scalinglab"
     command = distributed.launcher(4)
-    assert "torch.distributed.run --standalone --nproc-per-node 4 -m scalinglab" in command
-    assert "SIGUSR1" in command  # torchrun passes SLURM's time-limit warning on to the workers
+    assert command.startswith("python -m torch.distributed.run --standalone --nproc-per-node 4 ")
+    assert command.endswith(" -m scalinglab")
+    # torchrun passes SLURM's time-limit warning on to the workers instead of dying of it
+    assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in command
 
 
 def test_training_jobs_ask_for_and_launch_gpus_per_run_processes(tmp_path):
@@ -53,7 +55,7 @@ def test_training_jobs_ask_for_and_launch_gpus_per_run_processes(tmp_path):
             if job.startswith(("train_stable:", "decay_branch:"))]
     assert len(jobs) >= 2
     for job in jobs:
-        assert "--nproc-per-node 2 -m scalinglab" in job
+        assert "--nproc-per-node 2 " in job and " -m scalinglab" in job
         assert "gpu=2" in job and "threads: 2" in job
 
 
@@ -98,6 +100,25 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
                                        atol=WEIGHT_ATOL)
         largest = max(float((b["model"][k] - a["model"][k]).abs().max()) for k in a["model"])
         print(f"branch-{label}.pt: largest weight difference {largest:.2e}")
+
+
+def test_a_stop_signal_on_another_rank_stops_this_one_too(tmp_path, monkeypatch):
+    """The loop stops on the flag the ranks agree on, not on its own signal only: here the
+    'other rank' (World.any) reports a signal after step 7, and this process saves and exits."""
+    tokens = write_token_dir(tmp_path / "tokens")
+    spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
+    calls = []
+
+    def any_rank(self, flag):
+        calls.append(flag)
+        return flag or len(calls) == 7
+
+    monkeypatch.setattr(distributed.World, "any", any_rank)
+    with pytest.raises(SystemExit) as exit_info:
+        train.train_stable(spec_path, tokens, tmp_path / "run")
+    assert exit_info.value.code == train.EXIT_PREEMPTED
+    assert not any(calls)  # no signal reached this process
+    assert torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["step"] == 7
 
 
 def test_batch_not_divisible_by_the_processes_is_a_user_error(tmp_path, monkeypatch, capsys):

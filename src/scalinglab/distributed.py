@@ -7,9 +7,10 @@ with RANK, LOCAL_RANK and WORLD_SIZE set. Each copy wraps the model in Distribut
 global batch, the data order and (up to the order of floating-point sums) the losses are those of a
 single process; a test checks this with gloo and 2 processes.
 
-The processes agree on everything that decides control flow through a second, gloo group on the
-host: the training and validation losses of a metric row (the mean over ranks), and each step
-whether any of them got a stop signal, so that all of them save and exit at the same step. Only
+The processes agree through gloo on the host (a second group beside NCCL on CUDA, so that no
+agreement waits on a CUDA stream) on the training and validation losses of a metric row (the mean
+over ranks), and each step on whether any of them got a stop signal, so that all of them save and
+exit at the same step. Only
 rank 0 writes files; every rank reads checkpoints, which hold the unwrapped model and are the same
 files as a single process's.
 
@@ -29,8 +30,11 @@ from scalinglab.errors import UserError
 
 # torchrun turns these signals into a shutdown that sends the same signal to every worker. SIGUSR1
 # (SLURM's warning ahead of a time limit, see workflow/profiles/slurm) is not among its defaults:
-# without it, SIGUSR1 would kill torchrun itself, and the workers with it, before they save.
+# without it, SIGUSR1 kills torchrun itself, and its workers lose their rendezvous before they save.
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+# seconds torchrun gives the workers to save resume.pt after a signal before it kills them; well
+# inside the 180 s between SLURM's SIGUSR1 and the time limit (workflow/profiles/slurm)
+SHUTDOWN_SECONDS = 120
 
 
 def launcher(processes: int) -> str:
@@ -38,8 +42,9 @@ def launcher(processes: int) -> str:
     torchrun on the loopback (`--standalone`: a free port, no rendezvous server) for more."""
     if processes == 1:
         return "python -m scalinglab"
-    return (f"TORCHELASTIC_SIGNALS_TO_HANDLE={FORWARDED_SIGNALS} python -m torch.distributed.run"
-            f" --standalone --nproc-per-node {processes} -m scalinglab")
+    return (f"python -m torch.distributed.run --standalone --nproc-per-node {processes}"
+            f" --signals-to-handle {FORWARDED_SIGNALS} --shutdown-timeout {SHUTDOWN_SECONDS}"
+            " -m scalinglab")
 
 
 def env_world_size() -> int:
@@ -149,7 +154,7 @@ def wrap(model: torch.nn.Module, device: torch.device, world: World,
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    # no buffers that change during training: nothing to broadcast before every forward
+    # GPT has no buffers, so DDP has none to broadcast before a forward
     return DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False, find_unused_parameters=find_unused)
+        find_unused_parameters=find_unused)
