@@ -230,7 +230,15 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
             block = re.search(r"^    resources:\n((?:        .*\n)+)", body, re.M)
             assert block, name
             asked = re.findall(r"^        (\w+)=(\w+)\.(\w+),$", block.group(1), re.M)
-            assert [(key, attr) for key, _, attr in asked] == [(k, k) for k in RESOURCE_NAMES], name
+            names = [(key, attr) for key, _, attr in asked]
+            if "--processes {resources.processes}" in body:  # data parallel: one more
+                assert names[-1] == ("processes", "processes"), name
+                names = names[:-1]
+            assert names == [(k, k) for k in RESOURCE_NAMES], name
             owners = {owner for _, owner, _ in asked}
             assert len(owners) == 1 and owners <= factories, (name, owners)
     assert found == TRAINING_RULES
+
+
+def test_a_data_parallel_job_holds_the_memory_once_per_process():
+    assert train_mem_mb(2**20, processes=2) == 2 * train_mem_mb(2**20)

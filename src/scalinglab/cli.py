@@ -111,15 +111,35 @@ def _plan_study(args) -> None:
     atomic.write_text(args.out, table.to_csv(index=False))
 
 
+def _data_parallel(args) -> bool:
+    """With `--processes K > 1` outside torchrun, re-run this verb as K torchrun workers (and
+    never return); inside torchrun, or for one process, train here."""
+    from scalinglab import distributed
+
+    if args.processes < 1:
+        raise UserError(f"--processes must be >= 1, got {args.processes}")
+    if args.processes == 1 or distributed.env_world_size() > 1:
+        return False
+    from scalinglab.train import read_spec
+
+    batch_size = int(read_spec(args.spec)["training"]["batch_size"])
+    distributed.relaunch(args.processes, args.argv, batch_size)
+    return True
+
+
 def _train_stable(args) -> None:
     from scalinglab.train import train_stable
 
+    if _data_parallel(args):
+        return
     train_stable(args.spec, args.data_dir, args.out_dir, threads=args.threads)
 
 
 def _decay_branch(args) -> None:
     from scalinglab.train import decay_branch
 
+    if _data_parallel(args):
+        return
     decay_branch(args.spec, args.label, args.checkpoint, args.data_dir, args.out_dir,
                  threads=args.threads)
 
@@ -231,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder with train.bin, val.bin and meta.json")
         p.add_argument("--out-dir", required=True)
         p.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+        p.add_argument("--processes", type=int, default=1,
+                       help="data-parallel processes: more than 1 starts them with torchrun")
         if verb == "decay-branch":
             p.add_argument("--label", required=True)
             p.add_argument("--checkpoint", required=True)
@@ -280,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a data-parallel relaunch
     try:
         result = args.func(args)
     except UserError as err:

@@ -18,6 +18,7 @@ import yaml
 
 from scalinglab.corpus import CorpusConfig
 from scalinglab.critical_batch import CriticalBatchConfig
+from scalinglab.distributed import check_batch
 from scalinglab.errors import UserError
 from scalinglab.hparams import HparamsConfig
 from scalinglab.lr_transfer import LrTransferConfig
@@ -133,14 +134,19 @@ class PaperConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """Hardware, not study: only job runtimes on a cluster depend on it (set it per machine,
-    e.g. in a profile's `config:` or with `--config`)."""
+    """Hardware, not study: only how a job runs (its runtime on a cluster, its processes)
+    depends on it (set it per machine, e.g. in a profile's `config:` or with `--config`)."""
 
     flops_per_second: float = field(
         default=2e9, metadata=_positive("sustained training FLOP/s of one job (CPU ~2e9)")
     )
     runtime_margin: float = field(
         default=3.0, metadata=_positive("runtime = margin x FLOPs / flops_per_second")
+    )
+    gpus_per_run: int = field(
+        default=1,
+        metadata=_positive("data-parallel processes per training job (torchrun + DDP); GPUs "
+                           "on CUDA, each job asks for this many; must divide batch_size"),
     )
 
 
@@ -163,6 +169,10 @@ class StudyConfig:
     critical_batch: CriticalBatchConfig = field(default_factory=CriticalBatchConfig)
     wsd_vs_cosine: WsdVsCosineConfig = field(default_factory=WsdVsCosineConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self) -> None:
+        # the IsoFLOP and variants training jobs split each step's batch over their processes
+        check_batch(self.training.batch_size, self.resources.gpus_per_run)
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

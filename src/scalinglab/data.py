@@ -71,10 +71,11 @@ class TokenData:
         return out
 
     def train_batch(
-        self, step: int, batch_size: int, seed: int
+        self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x, y`` of training step ``step``: int64 tensors of shape (B, T)."""
-        return self._gather(self.windows_for_step(step, batch_size, seed))
+        """``x, y`` of training step ``step``: int64 tensors of shape (B, T), or with ``world``
+        data-parallel processes this ``rank``'s rows ``rank::world`` of them (B / world each)."""
+        return self._gather(self.windows_for_step(step, batch_size, seed)[rank::world])
 
     def eval_batches(
         self, batch_size: int, max_tokens: int

@@ -38,15 +38,17 @@ def runtime_minutes(flops: float, flops_per_second: float, margin: float,
     return max(MIN_RUNTIME_MINUTES, math.ceil(seconds / 60))
 
 
-def train_mem_mb(n_total: int) -> int:
-    # 16 bytes per parameter (weight, gradient, two moments), doubled for slack
-    return 1500 + math.ceil(32 * n_total / 2**20)
+def train_mem_mb(n_total: int, processes: int = 1) -> int:
+    # 16 bytes per parameter (weight, gradient, two moments), doubled for slack; a data-parallel
+    # job holds all of it, and the torch runtime, once per process
+    return processes * (1500 + math.ceil(32 * n_total / 2**20))
 
 
-def gpus(device: str) -> int:
+def gpus(device: str, processes: int = 1) -> int:
     # Only an explicit "cuda" asks the scheduler for a GPU: "auto" must not leave a CPU study
     # waiting in a GPU queue, and a job that asked for a GPU fails rather than train on the CPU.
-    return 1 if device == "cuda" else 0
+    # A data-parallel job asks for one GPU per process.
+    return processes if device == "cuda" else 0
 
 
 def gpu_model(device: str, requested: str | None) -> str | None:
@@ -111,23 +113,24 @@ class TrainingResources:
     margin: float
     device: str
     requested_gpu_model: str | None = None
+    processes: int = 1  # data-parallel processes per job (`resources.gpus_per_run`)
 
     @classmethod
     def of(cls, cfg, requested_gpu_model: str | None = None) -> TrainingResources:
         """From a `StudyConfig`."""
         return cls(cfg.resources.flops_per_second, cfg.resources.runtime_margin,
-                   cfg.training.device, requested_gpu_model)
+                   cfg.training.device, requested_gpu_model, cfg.resources.gpus_per_run)
 
     def runtime(self, job: TrainingJob, attempt: int = 1) -> int:
         """Minutes."""
         return runtime_minutes(job.flops, self.flops_per_second, self.margin, attempt)
 
     def mem_mb(self, job: TrainingJob) -> int:
-        return train_mem_mb(job.n_total)
+        return train_mem_mb(job.n_total, self.processes)
 
     @property
     def gpu(self) -> int:
-        return gpus(self.device)
+        return gpus(self.device, self.processes)
 
     @property
     def gpu_model(self) -> str | None:

@@ -9,6 +9,10 @@ model has no dropout, and the checkpoint carries the optimizer and RNG states. A
 re-run resumes from its last periodic checkpoint (`resume.pt`) and reaches the same losses.
 SIGTERM / SIGUSR1 (sent by SLURM ahead of a time limit) save that checkpoint and exit non-zero so
 that the scheduler retries the job.
+
+Under torchrun the same loop runs data parallel (`scalinglab.distributed`): each process trains on
+its rows of the global batch, the processes agree on losses and on stopping, and rank 0 alone
+writes the outputs and checkpoints, which are those of a single process.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, checkpoint, provenance
+from scalinglab import atomic, checkpoint, distributed, provenance
 from scalinglab.data import TokenData
+from scalinglab.distributed import World
 from scalinglab.errors import UserError
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
@@ -93,6 +98,7 @@ class Trainer:
     spec: dict
     data_dir: Path
     device: torch.device
+    world: World = field(default_factory=World)
     model: GPT = field(init=False)
     optimizer: torch.optim.AdamW = field(init=False)
     step: int = 0
@@ -115,14 +121,19 @@ class Trainer:
         self.val_data = TokenData(self.data_dir / "val.bin", dtype, block)
         self.model = build_model(self.spec, self.device)
         self.optimizer = build_optimizer(self.model, self.spec, self.device)
-        # torch.compile wraps the module; checkpoints keep using the plain one's state_dict
-        self.forward = (torch.compile(self.model) if self.spec["training"].get("compile")
-                        else self.model)
         train = self.spec["training"]
-        self.eval_set = [
-            (x.to(self.device), y.to(self.device))
-            for x, y in self.val_data.eval_batches(train["batch_size"], train["eval_tokens"])
-        ]
+        distributed.check_batch(train["batch_size"], self.world.size)
+        # DDP and torch.compile wrap the module; checkpoints keep using the plain one's state_dict
+        compile_ = torch.compile if train.get("compile") else (lambda module: module)
+        moe = self.spec["model"].get("mlp") == "moe"
+        self.forward = compile_(distributed.wrap(self.model, self.device, self.world, moe))
+        # evaluation runs outside DDP: each rank takes its share of the batches, and DDP's
+        # forward must only run the same number of times on every rank
+        self.eval_forward = compile_(self.model) if self.world.distributed else self.forward
+        eval_set = self.val_data.eval_batches(train["batch_size"], train["eval_tokens"])
+        self.n_eval = len(eval_set)
+        self.eval_set = [(x.to(self.device), y.to(self.device))
+                         for x, y in eval_set[self.world.rank::self.world.size]]
         self.batch_tokens = train["batch_size"] * block
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -144,6 +155,8 @@ class Trainer:
         self.interval_loss, self.interval_steps = state["interval"] if keep_metrics else (0.0, 0)
 
     def save(self, path: Path) -> None:
+        if not self.world.is_main:  # the ranks hold the same weights; one file is written
+            return
         checkpoint.save(path, model=self.model, optimizer=self.optimizer, step=self.step,
                         metrics=self.metrics, spec=self.spec, elapsed=self.elapsed,
                         interval=(self.interval_loss, self.interval_steps))
@@ -153,7 +166,8 @@ class Trainer:
         train = self.spec["training"]
         for group in self.optimizer.param_groups:
             group["lr"] = train["lr"] * lr_factor * group["lr_mult"]
-        x, y = self.train_data.train_batch(self.step, train["batch_size"], self.spec["seed"])
+        x, y = self.train_data.train_batch(self.step, train["batch_size"], self.spec["seed"],
+                                           self.world.rank, self.world.size)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         with self.autocast:
@@ -172,10 +186,12 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in self.eval_set:
             with self.autocast:
-                _, loss = self.forward(x, y)
+                _, loss = self.eval_forward(x, y)
             total += loss.float()
         self.model.train()
-        return float(total / len(self.eval_set))
+        if self.world.distributed:  # the mean over all batches, as a single process takes it
+            return self.world.sum(float(total)) / self.n_eval
+        return float(total / self.n_eval)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, schedule: Schedule, end_step: int, *, eval_at: set[int] = frozenset(),
@@ -191,7 +207,7 @@ class Trainer:
         interval_start, steps_timed = time.perf_counter(), 0
         stop = _StopRequest()
         with stop, tqdm(total=end_step, initial=self.step, desc=desc, file=sys.stderr,
-                        mininterval=10, disable=None) as bar:
+                        mininterval=10, disable=None if self.world.is_main else True) as bar:
             while self.step < end_step:
                 factor = schedule(self.step)
                 interval_loss += self.train_step(factor)
@@ -203,7 +219,7 @@ class Trainer:
                         or self.step == end_step):
                     # tokens/s over the steps since the last eval, the eval itself excluded
                     seconds = time.perf_counter() - interval_start
-                    total_loss = self.interval_loss + float(interval_loss)
+                    total_loss = self.interval_loss + self.world.mean(float(interval_loss))
                     self._record(factor, total_loss / self.interval_steps,
                                  steps_timed * self.batch_tokens / seconds)
                     interval_loss.zero_()
@@ -211,13 +227,18 @@ class Trainer:
                     interval_start, steps_timed = time.perf_counter(), 0
                 if on_step:
                     on_step(self)
-                if resume_path and (self.step % train["checkpoint_every"] == 0 or stop.requested):
-                    self.interval_loss += float(interval_loss)
+                # a signal may reach one rank only, or the ranks at different steps
+                stopping = self.world.any(stop.requested is not None)
+                if resume_path and (self.step % train["checkpoint_every"] == 0 or stopping):
+                    self.interval_loss += self.world.mean(float(interval_loss))
                     interval_loss.zero_()
                     self.save(resume_path)
-                if stop.requested:
-                    print(f"signal {stop.requested}: saved {resume_path} at step {self.step}; "
-                          "exiting so the job is retried", file=sys.stderr)
+                if stopping:
+                    self.world.barrier()  # rank 0 has saved before any rank exits
+                    if self.world.is_main:
+                        print(f"signal {stop.requested or 'on another rank'}: saved "
+                              f"{resume_path} at step {self.step}; exiting so the job is retried",
+                              file=sys.stderr)
                     raise SystemExit(EXIT_PREEMPTED)
         self.elapsed = base_elapsed + time.perf_counter() - run_start
 
@@ -258,21 +279,27 @@ class _StopRequest:
         self.requested = signum
 
 
-def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device]:
+def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device, World]:
     spec = read_spec(spec_path)
-    device = pick_device(spec["training"]["device"])
+    # before the process group: a bad batch must stop every rank with the same message, not
+    # leave the others waiting for it
+    processes = distributed.env_world_size()
+    distributed.check_batch(spec["training"]["batch_size"], processes)
+    device = distributed.local_device(pick_device(spec["training"]["device"]))
     if device.type == "cpu":
-        torch.set_num_threads(max(1, threads))
+        # the processes of one job share its threads
+        torch.set_num_threads(max(1, threads // processes))
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return spec, Path(data_dir), device
+    return spec, Path(data_dir), device, distributed.start(device)
 
 
 def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     lines = "".join(json.dumps(row) + "\n" for row in trainer.metrics)
     atomic.write_text(out_dir / "metrics.jsonl", lines)
     record = provenance.record(trainer.spec, trainer.data_meta, trainer.device)
+    record["processes"] = trainer.world.size  # data parallel: the device above, this many times
     record.update(extra)
     atomic.write_json(out_dir / "run.json", record)
 
@@ -281,17 +308,25 @@ def _resume_if_possible(trainer: Trainer, resume_path: Path) -> None:
     if resume_path.exists():
         try:
             trainer.load(resume_path)
-            print(f"resuming from {resume_path} at step {trainer.step}", file=sys.stderr)
+            message = f"resuming from {resume_path} at step {trainer.step}"
         except UserError as err:
-            print(f"ignoring {resume_path}: {err}", file=sys.stderr)
+            message = f"ignoring {resume_path}: {err}"
+        if trainer.world.is_main:
+            print(message, file=sys.stderr)
 
 
 def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
     """Warmup + constant LR to the last branch point, saving `branch-<label>.pt` at each."""
-    spec, data_dir, device = _setup(spec_path, data_dir, threads)
-    out_dir = Path(out_dir)
+    spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
+    try:
+        _train_stable(Trainer(spec, data_dir, device, world), Path(out_dir))
+    finally:
+        distributed.stop(world)
+
+
+def _train_stable(trainer: Trainer, out_dir: Path) -> None:
+    spec = trainer.spec
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(spec, data_dir, device)
     resume_path = out_dir / RESUME_FILE
     _resume_if_possible(trainer, resume_path)
     by_step: dict[int, list[str]] = {}
@@ -317,6 +352,8 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
                     on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
     else:  # cosine baselines: every "branch" trains from the initialisation
         save_branch_points(trainer)
+    if not trainer.world.is_main:
+        return
     # Training is done: a SIGUSR1/SIGTERM now must not kill the job half-way through its
     # outputs (SIGUSR1's default action), which left resume.pt and no outputs behind.
     with _StopRequest():
@@ -335,17 +372,23 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
 def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
                  threads: int = 1) -> None:
     """Load the stable run's checkpoint for `label` and decay to that budget's token count."""
-    spec, data_dir, device = _setup(spec_path, data_dir, threads)
-    branches = {b["label"]: b for b in spec["branches"]}
-    if label not in branches:
-        raise UserError(f"branch label {label!r} is not in {spec_path} "
-                        f"(known: {', '.join(branches)})")
-    branch = branches[label]
-    out_dir = Path(out_dir)
+    spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
+    try:
+        branches = {b["label"]: b for b in spec["branches"]}
+        if label not in branches:
+            raise UserError(f"branch label {label!r} is not in {spec_path} "
+                            f"(known: {', '.join(branches)})")
+        _decay_branch(Trainer(spec, data_dir, device, world), branches[label],
+                      Path(checkpoint_path), Path(out_dir))
+    finally:
+        distributed.stop(world)
+
+
+def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir: Path) -> None:
+    spec, label = trainer.spec, branch["label"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(spec, data_dir, device)
     resume_path = out_dir / RESUME_FILE
-    trainer.load(Path(checkpoint_path), keep_metrics=False)
+    trainer.load(checkpoint_path, keep_metrics=False)
     if trainer.step != branch["decay_start"]:
         raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
                         f"branch {label} decays from step {branch['decay_start']}")
@@ -356,6 +399,8 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
                 desc=f"{spec['series_id']} {label}")
     with _StopRequest():  # as in train_stable: finish the outputs once training is done
         final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
+        if not trainer.world.is_main:
+            return
         if not math.isfinite(final["val_loss"]):
             print(f"warning: run {branch['run_id']} diverged (val loss {final['val_loss']})",
                   file=sys.stderr)

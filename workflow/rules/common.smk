@@ -1,4 +1,5 @@
 # Config validation, the study table and named helper functions. No rules here.
+import dataclasses
 import json
 import os
 import re
@@ -79,7 +80,9 @@ def isoflop_spec(wildcards):
     return SPECS[f"series/{wildcards.series}"]
 
 
-def training_resources(spec=None, *, label_wildcard=None, label=None):
+def training_resources(
+    spec=None, *, label_wildcard=None, label=None, data_parallel=False
+):
     """Named functions for the `resources` of a training job (the same five in every phase):
     runtime (FLOPs of the job, margin, throughput, attempt), mem_mb (N_total of its model), gpu,
     gpu_model and slurm_extra, all from scalinglab.resources.
@@ -88,7 +91,14 @@ def training_resources(spec=None, *, label_wildcard=None, label=None):
     (the wildcard holding the label) or `label` (a fixed one) that series' decay branch.
     `spec=None` reads the spec from the job's `spec` input: for a spec that a job writes (the
     validation run's), which a dry run shows as <TBD> and the job gets once it is scheduled.
+    `data_parallel`: the job runs `resources.gpus_per_run` processes (`--processes
+    {resources.processes}`: the IsoFLOP and variants rules); the other phases' jobs are one.
     """
+    settings = (
+        TRAINING_RESOURCES
+        if data_parallel
+        else dataclasses.replace(TRAINING_RESOURCES, processes=1)
+    )
 
     def job(wildcards, input):
         if spec is None:
@@ -101,22 +111,32 @@ def training_resources(spec=None, *, label_wildcard=None, label=None):
         )
 
     def runtime(wildcards, input, attempt):
-        return TRAINING_RESOURCES.runtime(job(wildcards, input), attempt)
+        return settings.runtime(job(wildcards, input), attempt)
 
     def mem_mb(wildcards, input):
-        return TRAINING_RESOURCES.mem_mb(job(wildcards, input))
+        return settings.mem_mb(job(wildcards, input))
 
     def gpu_model(wildcards):
-        return TRAINING_RESOURCES.gpu_model
+        return settings.gpu_model
 
     return SimpleNamespace(
         runtime=runtime,
         mem_mb=mem_mb,
-        gpu=TRAINING_RESOURCES.gpu,
+        gpu=settings.gpu,
         gpu_model=gpu_model,
-        slurm_extra=TRAINING_RESOURCES.slurm_extra,
+        slurm_extra=settings.slurm_extra,
+        # a resource, not a param: params are a rerun trigger, and the number of processes
+        # does not change what a run computes
+        processes=settings.processes,
     )
 
 
-TRAIN_STABLE = training_resources(isoflop_spec)
-DECAY_BRANCH = training_resources(isoflop_spec, label_wildcard="label")
+TRAIN_STABLE = training_resources(isoflop_spec, data_parallel=True)
+DECAY_BRANCH = training_resources(
+    isoflop_spec, label_wildcard="label", data_parallel=True
+)
+
+
+def train_threads(wildcards):
+    # one core per data-parallel process (on the CPU they split the job's threads between them)
+    return STUDY.resources.gpus_per_run

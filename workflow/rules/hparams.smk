@@ -60,6 +60,8 @@ rule write_hparams_spec:
     wildcard_constraints:
         hp=phase_runs.one_of(HP.series),
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=HP.spec_json,
     shell:
@@ -170,6 +172,8 @@ rule write_critical_batch_spec:
     wildcard_constraints:
         cb=phase_runs.one_of(CB.series),
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=CB.spec_json,
     shell:

@@ -69,6 +69,8 @@ rule write_lr_transfer_spec:
     wildcard_constraints:
         lrt=_one_of(LR_TRANSFER.runs),
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=LR_TRANSFER.spec_json,
     shell:

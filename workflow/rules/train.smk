@@ -19,19 +19,20 @@ rule train_stable:
         "results/benchmarks/train_stable/{series}.tsv"
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=TRAIN_STABLE.runtime,
         mem_mb=TRAIN_STABLE.mem_mb,
         gpu=TRAIN_STABLE.gpu,
         gpu_model=TRAIN_STABLE.gpu_model,
         slurm_extra=TRAIN_STABLE.slurm_extra,
+        processes=TRAIN_STABLE.processes,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
         "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"
 
 
 rule decay_branch:
@@ -50,17 +51,18 @@ rule decay_branch:
         "results/benchmarks/decay_branch/{series}_{label}.tsv"
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=DECAY_BRANCH.runtime,
         mem_mb=DECAY_BRANCH.mem_mb,
         gpu=DECAY_BRANCH.gpu,
         gpu_model=DECAY_BRANCH.gpu_model,
         slurm_extra=DECAY_BRANCH.slurm_extra,
+        processes=DECAY_BRANCH.processes,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
         "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
         " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"

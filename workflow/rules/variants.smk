@@ -6,8 +6,10 @@ from scalinglab import variants
 VARIANTS = variants.PhaseFiles(STUDY, variants.plan(STUDY), "results/runs/variants")
 VARIANTS_DIR = VARIANTS.runs_dir
 VARIANTS_LABELS = VARIANTS.labels
-VARIANT_STABLE = training_resources(VARIANTS.spec)
-VARIANT_BRANCH = training_resources(VARIANTS.spec, label_wildcard="vlabel")
+VARIANT_STABLE = training_resources(VARIANTS.spec, data_parallel=True)
+VARIANT_BRANCH = training_resources(
+    VARIANTS.spec, label_wildcard="vlabel", data_parallel=True
+)
 
 VARIANT_TARGETS = []
 if STUDY.variants.enabled:
@@ -43,6 +45,8 @@ rule write_variant_spec:
     wildcard_constraints:
         vseries=_one_of(VARIANTS.series),
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=VARIANTS.spec_json,
     shell:
@@ -72,19 +76,20 @@ rule train_stable_variant:
         vseries=_one_of(VARIANTS.series),
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=VARIANT_STABLE.runtime,
         mem_mb=VARIANT_STABLE.mem_mb,
         gpu=VARIANT_STABLE.gpu,
         gpu_model=VARIANT_STABLE.gpu_model,
         slurm_extra=VARIANT_STABLE.slurm_extra,
+        processes=VARIANT_STABLE.processes,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
         "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"
 
 
 rule decay_branch_variant:
@@ -106,20 +111,21 @@ rule decay_branch_variant:
         vlabel=_one_of(VARIANTS_LABELS),
     conda:
         "../envs/scalinglab.yaml"
-    threads: 1
+    threads: train_threads
     resources:
         runtime=VARIANT_BRANCH.runtime,
         mem_mb=VARIANT_BRANCH.mem_mb,
         gpu=VARIANT_BRANCH.gpu,
         gpu_model=VARIANT_BRANCH.gpu_model,
         slurm_extra=VARIANT_BRANCH.slurm_extra,
+        processes=VARIANT_BRANCH.processes,
     params:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
     shell:
         "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.vlabel}"
         " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"
 
 
 rule collect_variant_metrics:

@@ -34,6 +34,8 @@ rule write_wsd_vs_cosine_spec:
     wildcard_constraints:
         wvc=phase_runs.one_of(WVC.series),
     localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
     params:
         spec=WVC.spec_json,
     shell:
