@@ -102,3 +102,21 @@ def test_readme_config_table_is_rendered_from_the_schema():
     for key in ("corpus.max_bytes", "isoflop.max_tokens_per_param", "hparams.near_optimal",
                 "resources.flops_per_second", "variants.models"):
         assert f"| `{key}` |" in shown
+
+
+def test_the_shipped_gpu_study_config_is_valid(tmp_path, monkeypatch, capsys):
+    """workflow/configs/gpu.yaml plans 10M-115M-parameter models on a user's corpus."""
+    from scalinglab import cli
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"text": "def f(): return 1"}\n' * 20)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check-config", str(REPO / "config.yaml"),
+                     str(REPO / "workflow/configs/gpu.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "5 sizes x 4 budgets" in out
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"),
+                                                   str(REPO / "workflow/configs/gpu.yaml")]))
+    n = [12 * s.n_layer * s.n_embd**2 for s in cfg.model.sizes]
+    assert 9e6 < min(n) and max(n) < 1.6e8
+    assert cfg.training.device == "cuda"
