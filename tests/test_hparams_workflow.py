@@ -42,6 +42,8 @@ wsd_vs_cosine:
     - {n_layer: 1, n_embd: 16, n_head: 2}
   budgets: [1.0e+9, 2.0e+9]
   decay_fractions: [0.2, 0.1]
+  # one shape: the shape ablation's plan and fit have unit tests (tests/test_wsd_vs_cosine.py)
+  decay_shapes: [linear]
   eval_every: 20
 validation:
   enabled: true
@@ -80,7 +82,8 @@ def test_dry_run_plans_the_jobs_of_every_phase(tmp_path):
     assert counts["train_critical_batch"] == len(critical_batch.plan(cfg)) == 3
     wvc = wsd_vs_cosine.plan(cfg)
     assert counts["train_stable_wsd"] == counts["train_stable_cosine"] == 2
-    assert counts["decay_branch_wsd"] == (wvc["kind"] == "wsd").sum() == 2 * 2 * 2 * 2
+    # sizes x budgets x decay fractions x decay shapes
+    assert counts["decay_branch_wsd"] == (wvc["kind"] == "wsd").sum() == 2 * 2 * 2 * 1
     assert counts["decay_branch_cosine"] == (wvc["kind"] == "cosine").sum() == 2 * 2
     for rule in ("fit_hparams", "fit_critical_batch", "fit_wsd_vs_cosine", "fit_compute_optimal",
                  "make_recipe", "validation_spec", "train_stable_validation",

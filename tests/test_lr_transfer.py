@@ -19,6 +19,9 @@ from scalinglab import cli, lr_transfer
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 
+# the full study: config.yaml with the LR-transfer phase and the validation run on
+FULL = str(REPO / "workflow/configs/full.yaml")
+
 SECTION = {"enabled": True, "widths": [32, 64], "n_layer": 2, "n_head": 2,
            "lrs": [2.0e-3, 4.0e-3, 8.0e-3], "seeds": [0, 1], "tokens": 65536}
 
@@ -56,8 +59,8 @@ def test_disabled_phase_plans_nothing():
     assert lr_transfer.plan(from_dict(StudyConfig, {})).empty
 
 
-def test_default_config_switches_the_phase_on_with_a_valid_grid():
-    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
+def test_full_config_switches_the_phase_on_with_a_valid_grid():
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), FULL]))
     table = lr_transfer.plan(cfg)
     assert cfg.lr_transfer.enabled and not table.empty
     widths = sorted(table["n_embd"].unique())
@@ -260,10 +263,10 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     result = snakemake(tmp_path, "results/figures/lr_transfer.png", "-n", "--cores", "2",
-                       "--quiet", "rules")
+                       "--quiet", "rules", "--configfile", FULL)
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout + result.stderr)
-    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), FULL]))
     runs = len(lr_transfer.plan(cfg))
     assert runs == 2 * 3 * 4  # the default grid
     assert counts["write_lr_transfer_spec"] == runs

@@ -166,7 +166,8 @@ def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_sign
     for the preemption signal."""
     device = tmp_path / "device.yaml"
     device.write_text(f"training: {{device: cuda}}\nresources: {{flops_per_second: {SLOW}}}\n")
-    configs = [str(REPO / "workflow/configs/hparams.yaml"),
+    configs = [str(REPO / "workflow/configs/full.yaml"),
+               str(REPO / "workflow/configs/hparams.yaml"),
                str(REPO / "workflow/configs/variants.yaml"), str(device)]
     cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), *configs]))
     # the validation run's spec is written by a job once the recipe exists: put one in place
