@@ -14,9 +14,9 @@ spec format as the IsoFLOP phase (`study.series_spec`). Every run's id is canoni
 never in Snakemake: `lrt-<p>-l<layers>-d<width>-h<heads>-lr<lr>-b<batch>-s<seed>_D<tokens>`, e.g.
 `lrt-mup-l2-d64-h2-lr4e-03-b16-s0_D262144`.
 
-A run that diverged (non-finite final loss, or a final loss above ln(vocab), the loss of a
-uniform guess that every run starts near) is kept in the table and the figure, marked
-`diverged`, and left out of the parabola.
+A run that diverged (stopped early by training, see `scalinglab.divergence`; or a non-finite
+final loss, or a final loss above ln(vocab), the loss of a uniform guess that every run starts
+near) is kept in the table and the figure, marked `diverged`, and left out of the parabola.
 
 config.py imports `LrTransferConfig` from here, so this module imports config and study inside
 its functions, not at the top (they import config themselves).
