@@ -85,7 +85,8 @@ def _lr_transfer(args) -> None:
         best = ", ".join(f"d{w}: {lr:.3g}{' (edge)' if edge else ''}" for w, lr, edge
                          in zip(res["widths"], res["best_lr"], res["at_grid_edge"], strict=True))
         print(f"{p}: eta* {best}; slope {res['slope']:+.3f}; moves "
-              f"{res['spread_grid_steps']:.2f} grid steps", file=sys.stdout)
+              f"{res['spread_grid_steps']:.2f} grid steps over {res['width_range']:g}x width; "
+              f"transfers: {'yes' if res['transfers'] else 'no'}", file=sys.stdout)
 
 
 def register(sub) -> None:
