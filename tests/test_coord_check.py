@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from helpers import write_token_dir
+from helpers import REPO, write_token_dir
 from scalinglab import cli
 from scalinglab.coord_check import (
     MAX_FLAT_GROWTH,
@@ -16,6 +21,7 @@ from scalinglab.coord_check import (
     check,
     coord_check,
     growth,
+    verdict,
     width_slopes,
 )
 from scalinglab.errors import UserError
@@ -108,14 +114,50 @@ def test_growth_on_a_hand_made_table():
         growth(table, step=7)
 
 
+def test_verdict_says_sp_grows_mup_is_flat_and_a_broken_mup_is_caught(table):
+    out = verdict(table, step=3)
+    assert out["expected"] == {"sp": False, "mup": True}  # broken-mup has no expectation
+    assert out["as_expected"] is True
+    assert out["widths"] == WIDTHS and out["max_flat_growth"] == MAX_FLAT_GROWTH
+    p = out["parametrizations"]
+    assert p["sp"]["passes"] is False and p["mup"]["passes"] is True
+    assert p["sp"]["growth"] == growth(table, "logits", 3)["sp"]
+    assert set(p["mup"]["slopes"]) == {"emb", "h.0.attn", "h.0.mlp", "logits"}
+    assert p["sp"]["slopes"]["h.0.mlp"] > 1.0
+    assert p["broken-mup"]["passes"] is False and p["broken-mup"]["as_expected"] is None
+    # judged as if it were the muP of the study, the broken one fails the verdict
+    assert verdict(table, expected={"sp": False, "broken-mup": True})["as_expected"] is False
+    json.dumps(out, allow_nan=False)  # plain JSON
+
+
+def test_verdict_on_a_hand_made_table():
+    rows = [{"parametrization": p, "width": w, "seed": 0, "step": 3, "site": site, "rms": rms}
+            for p, w, rms in [("sp", 64, 1.0), ("sp", 256, 4.0), ("mup", 64, 1.0),
+                              ("mup", 256, 1.0)]
+            for site in ("emb", "logits")]
+    out = verdict(pd.DataFrame(rows))
+    assert out["parametrizations"]["sp"]["growth"] == 4.0
+    assert out["parametrizations"]["sp"]["slopes"]["logits"] == pytest.approx(1.0)
+    assert out["parametrizations"]["mup"]["slopes"]["emb"] == pytest.approx(0.0)
+    assert out["as_expected"] is True
+    # SP flat too (say, muP rules applied to both by mistake): not as expected
+    flat = pd.DataFrame([dict(r, rms=1.0) for r in rows])
+    assert verdict(flat)["as_expected"] is False
+    assert verdict(flat)["parametrizations"]["sp"]["as_expected"] is False
+
+
 def test_cli_writes_csv_and_figure_from_a_token_dir(tmp_path):
     tokens = write_token_dir(tmp_path / "tokens", vocab=64)
-    csv, png = tmp_path / "cc.csv", tmp_path / "cc.png"
+    csv, png, out = tmp_path / "cc.csv", tmp_path / "cc.png", tmp_path / "cc.json"
     code = cli.main(["coord-check", "--data-dir", str(tokens), "--widths", "64", "128",
                      "--steps", "2", "--seeds", "0", "--n-layer", "1", "--block-size", "16",
                      "--batch-size", "4", "--threads", "1", "--csv-out", str(csv),
-                     "--figure-out", str(png)])
+                     "--figure-out", str(png), "--json-out", str(out)])
     assert code == 0
+    result = json.loads(out.read_text())
+    assert result["step"] == 2 and result["widths"] == [64, 128]  # min(3, steps)
+    assert set(result["parametrizations"]) == {"sp", "mup"}
+    assert isinstance(result["as_expected"], bool)
     out = pd.read_csv(csv)
     assert set(out["parametrization"]) == {"sp", "mup"}
     assert sorted(out["width"].unique()) == [64, 128]
@@ -129,3 +171,15 @@ def test_cli_width_below_base_is_exit_2_naming_the_key(tmp_path, capsys):
     assert code == 2
     assert "parametrization.base_width" in capsys.readouterr().err
     assert not (tmp_path / "cc.csv").exists()
+
+
+def test_the_default_target_plans_the_verdict_in_the_coord_check_job(tmp_path):
+    snakemake = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run([str(snakemake), "-s", str(REPO / "Snakefile"), "--directory",
+                             str(tmp_path), "--summary"], capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    made_by = {line.split("\t")[0]: line.split("\t")[2] for line in result.stdout.splitlines()
+               if line.count("\t") >= 2}
+    assert made_by["results/muP/coord_check.json"] == "coord_check"

@@ -287,6 +287,30 @@ def test_nan_rows_are_dropped_and_counted(tmp_path):
     assert fit["n_dropped_nan"] == 2 and fit["n_points"] == len(df) - 2
 
 
+def test_diverged_rows_are_left_out_and_counted(tmp_path):
+    # runs.csv marks a diverged run; its loss is left out whatever it reads
+    df = pd.read_csv(runs_csv(tmp_path / "runs.csv"))
+    df["diverged"] = False
+    df.loc[[1, 8], "diverged"] = True
+    df.loc[1, "loss"] = 0.01  # finite and absurdly good: it must not pull the fit
+    df.loc[8, "loss"] = np.nan
+    df.loc[15, "loss"] = np.nan
+    df.to_csv(tmp_path / "div.csv", index=False)
+    out = tmp_path / "fit.json"
+    argv = ["fit", "isoflop", "--input", tmp_path / "div.csv", "--out", out, "--bootstrap", 0]
+    assert run_cli(*argv) == 0
+    fit = json.loads(out.read_text())
+    assert fit["n_dropped_diverged"] == 2 and fit["n_dropped_nan"] == 1
+    assert fit["n_points"] == len(df) - 3
+    # the same fit as on the table without those rows
+    df.drop(index=[1, 8, 15]).drop(columns="diverged").to_csv(tmp_path / "ok.csv", index=False)
+    ok = tmp_path / "ok.json"
+    assert run_cli("fit", "isoflop", "--input", tmp_path / "ok.csv", "--out", ok,
+                   "--bootstrap", 0) == 0
+    assert fit["a"] == json.loads(ok.read_text())["a"]
+    assert fit["a"] == pytest.approx(A_TRUE, abs=1e-2)
+
+
 def test_too_few_rows_after_nan(tmp_path, capsys):
     df = pd.read_csv(runs_csv(tmp_path / "runs.csv"))
     df.loc[2:, "loss"] = np.nan

@@ -196,6 +196,34 @@ def test_analyse_with_noise_keeps_the_sign():
     assert fit["parametrizations"]["sp"]["slope"] < -0.5
 
 
+def test_transfer_verdict_on_a_transferring_and_a_drifting_case():
+    # eta* moves by 0.8 grid steps under "mup" (transfers), by 1.2 under "sp" (drifts), both
+    # with eta* inside the grid at every width, over a 4x width range
+    fit = lr_transfer.analyse(synthetic_runs({"mup": -0.4, "sp": -0.6}))
+    mup, sp = fit["parametrizations"]["mup"], fit["parametrizations"]["sp"]
+    assert mup["width_range"] == sp["width_range"] == 4.0
+    assert not any(mup["at_grid_edge"]) and not any(sp["at_grid_edge"])
+    assert mup["spread_grid_steps"] == pytest.approx(0.8, abs=1e-9)
+    assert sp["spread_grid_steps"] == pytest.approx(1.2, abs=1e-9)
+    assert mup["transfers"] is True and sp["transfers"] is False
+    flat = lr_transfer.analyse(synthetic_runs({"mup": 0.0, "sp": -1.0}))["parametrizations"]
+    assert flat["mup"]["transfers"] is True
+    assert flat["sp"]["transfers"] is False  # two grid steps, and at the grid's edge
+
+
+def test_transfer_needs_a_4x_width_range_and_an_optimum_inside_the_grid():
+    narrow = lr_transfer.analyse(synthetic_runs({"mup": 0.0}, widths=(32, 64)))
+    assert narrow["parametrizations"]["mup"]["width_range"] == 2.0
+    assert narrow["parametrizations"]["mup"]["transfers"] is False
+    verdict = lr_transfer.transfer_verdict
+    assert verdict([64, 256], [4e-3, 8e-3], [False, False], 1.0) == {"transfers": True,
+                                                                     "width_range": 4.0}
+    assert not verdict([64, 256], [4e-3, 8.1e-3], [False, False], 1.0)["transfers"]
+    assert not verdict([64, 256], [4e-3, 4e-3], [False, True], 1.0)["transfers"]  # edge
+    assert not verdict([64, 256], [4e-3, float("nan")], [False, True], 1.0)["transfers"]
+    assert verdict([64, 256], [4e-3, 8e-3], [False, False], 0.5)["transfers"] is False
+
+
 def test_seed_mean_skips_diverged_seeds():
     runs = synthetic_runs({"mup": 0.0})
     one = (runs["lr"] == 6.4e-2) & (runs["width"] == 32)

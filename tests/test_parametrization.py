@@ -191,3 +191,18 @@ def test_bad_values_name_the_key():
         ParametrizationConfig("sp", output_mult="1")
     with pytest.raises(UserError, match=r"parametrization\.base_width.*n_embd=32"):
         model_multipliers(ParametrizationConfig("mup", base_width=64), 2, 32, 2)
+
+
+def _rule_names(text: str) -> list[str]:
+    """The first column of a markdown rule table: `| `name` | ...` rows, in order."""
+    return [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")]
+
+
+def test_readme_lists_the_rules_of_the_docstring_table():
+    from helpers import REPO
+    from scalinglab import parametrization
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Parametrizations: SP and muP")[1].split("\n### ")[0]
+    assert _rule_names(section) == _rule_names(parametrization.__doc__)
+    assert "router.lr" in _rule_names(section)

@@ -4,6 +4,11 @@ A checkpoint holds the model and optimizer state, the step (which is also the da
 batches are a pure function of the step, see `data.TokenData`), the RNG states, the metric rows
 so far and a hash of the spec it was made under. It is saved atomically and loaded with
 `weights_only=True`, so a file that someone else wrote can never run code here.
+
+Two kinds of stand-in have the name of a checkpoint and no weights: a placeholder for a branch
+that is not trained (`save_placeholder`; loading it is an error), and the mark of a branch point
+that the stable run never reached because it diverged first (`save_diverged`; loading it returns
+the mark, and the branch finishes at once as diverged, so that the DAG still completes).
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ def _as_tuple(obj: Any) -> Any:
 
 
 def save(path: str | Path, *, model, optimizer, step: int, metrics: list[dict],
-         spec: dict, elapsed: float, interval: tuple[float, int] = (0.0, 0)) -> None:
+         spec: dict, elapsed: float, interval: tuple[float, int] = (0.0, 0),
+         initial_loss: float | None = None) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -57,6 +63,8 @@ def save(path: str | Path, *, model, optimizer, step: int, metrics: list[dict],
         "spec_hash": spec_hash(spec),
         "elapsed": elapsed,
         "interval": list(interval),
+        # the series' loss before its first update: the divergence rule's starting value
+        "initial_loss": initial_loss,
         "rng": rng_state(),
     }
     atomic.write_with(path, lambda tmp: torch.save(state, tmp))
@@ -68,8 +76,21 @@ def save_placeholder(path: str | Path, reason: str) -> None:
     atomic.write_with(path, lambda tmp: torch.save({"placeholder": reason}, tmp))
 
 
+def save_diverged(path: str | Path, *, spec: dict, step: int, reason: str,
+                  metrics: list[dict]) -> None:
+    """Stand in for the checkpoint of a branch point that the stable run did not reach: it
+    diverged at `step` (see `scalinglab.divergence`). Keeps the stable run's last metric row,
+    the one marked diverged, for the branch to report."""
+    state = {"placeholder": f"the stable run diverged at step {step}",
+             "diverged": {"step": int(step), "reason": reason},
+             "metrics": metrics[-1:], "spec_hash": spec_hash(spec)}
+    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
+
+
 def load(path: str | Path, spec: dict, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint made under the same spec; a wrong or corrupt file is a UserError."""
+    """Load a checkpoint made under the same spec; a wrong or corrupt file is a UserError.
+    A divergence mark (`save_diverged`) is returned as it is: it has a "diverged" key and no
+    weights."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -77,7 +98,7 @@ def load(path: str | Path, spec: dict, map_location: str | torch.device = "cpu")
         raise UserError(f"{path}: checkpoint not found") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise UserError(f"{path}: not a readable scalinglab checkpoint ({err})") from None
-    if "placeholder" in state:
+    if "placeholder" in state and "diverged" not in state:
         raise UserError(f"{path}: no checkpoint here, the branch is not trained "
                         f"({state['placeholder']})")
     if state.get("spec_hash") != spec_hash(spec):

@@ -13,8 +13,10 @@ sqrt(mean(x^2)) over batch, positions and features, measured on one fixed probe 
 0, 1, ..., `steps` optimizer updates, so that only the weights change between rows.
 
 `growth` condenses a table into the ratio RMS(widest) / RMS(narrowest) at one (site, step);
-`check` turns that into a verdict. The test suite asserts both sides (muP flat, SP growing) and
-that a muP without its 1/m logit multiplier fails: a check that cannot fail proves nothing.
+`check` turns that into a verdict, and `verdict` into the workflow's `coord_check.json` (with the
+per-site slopes and whether each parametrization behaved as expected). The test suite asserts
+both sides (muP flat, SP growing) and that a muP without its 1/m logit multiplier fails: a check
+that cannot fail proves nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ COLUMNS = ["parametrization", "width", "seed", "step", "site", "rms"]
 # (Measured at step 3 over widths 64-512: the workflow's check on the default corpus gives muP
 # 1.01x, SP 3.3x; the tests' random tokens give muP ~0.8-0.9x, SP 8-13x, a broken muP 5-6x.)
 MAX_FLAT_GROWTH = 2.0
+# What a correct implementation gives: muP passes (flat logits), SP fails (they grow with width).
+EXPECTED_TO_PASS = {"sp": False, "mup": True}
 
 
 @dataclass(frozen=True)
@@ -191,3 +195,32 @@ def width_slopes(table: pd.DataFrame, step: int) -> pd.DataFrame:
         slope = np.polyfit(np.log(group["width"]), np.log(group["rms"]), 1)[0]
         rows.append({"parametrization": label, "site": site, "slope": float(slope)})
     return pd.DataFrame(rows)
+
+
+def verdict(table: pd.DataFrame, step: int = 3, site: str = "logits",
+            max_growth: float = MAX_FLAT_GROWTH,
+            expected: dict[str, bool] | None = None) -> dict:
+    """The content of `results/muP/coord_check.json`: per parametrization the `site` RMS growth
+    (widest / narrowest width) at `step`, the slope of log RMS against log width of every site,
+    and `passes` (growth < `max_growth`); then `expected` ({sp: false, mup: true} by default)
+    and `as_expected`, true when every parametrization with an expectation met it. Only
+    parametrizations in the table are judged."""
+    expected = EXPECTED_TO_PASS if expected is None else expected
+    ratios = growth(table, site, step)
+    slopes = width_slopes(table, step)
+    out = {"site": site, "step": step, "max_flat_growth": max_growth,
+           "widths": sorted(int(w) for w in table["width"].unique()), "parametrizations": {}}
+    for label, ratio in ratios.items():
+        at = slopes[slopes["parametrization"] == label]
+        passes = bool(ratio < max_growth)
+        out["parametrizations"][label] = {
+            "growth": ratio, "passes": passes,
+            "slopes": dict(zip(at["site"], at["slope"].tolist(), strict=True)),
+            "expected": expected.get(label),
+            "as_expected": None if label not in expected else passes == expected[label],
+        }
+    judged = {k: v for k, v in expected.items() if k in ratios}
+    out["expected"] = judged
+    out["as_expected"] = bool(judged) and all(
+        out["parametrizations"][k]["passes"] == v for k, v in judged.items())
+    return out

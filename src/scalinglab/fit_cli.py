@@ -147,7 +147,11 @@ def read_table(path: str):
 
 
 class Columns:
-    """The numeric columns one fit uses, NaN rows dropped and counted, positivity checked."""
+    """The numeric columns one fit uses, NaN rows dropped and counted, positivity checked.
+
+    A table with a `diverged` column (runs.csv, curves.csv) also loses the rows marked true:
+    a diverged run is a failed point, whatever loss it last reported (scalinglab.divergence).
+    """
 
     def __init__(self, df, path: str, names: dict[str, str | None]):
         import numpy as np
@@ -170,7 +174,14 @@ class Columns:
             keep &= np.isfinite(values)
         if "run" in used:
             keep &= df[used["run"]].notna().to_numpy()
-        self.n_dropped_nan = int((~keep).sum())
+        diverged = np.zeros(len(df), bool)
+        if "diverged" in df.columns:  # read from CSV as bool, or as text when it has gaps
+            diverged = df["diverged"].astype(str).str.lower().isin(("true", "1", "1.0"))
+            diverged = diverged.to_numpy()
+        # a diverged run's loss is often NaN too: count it as diverged, not as a NaN row
+        self.n_dropped_diverged = int(diverged.sum())
+        self.n_dropped_nan = int((~keep & ~diverged).sum())
+        keep &= ~diverged
         for role, values in numeric.items():
             bad = np.flatnonzero(keep & (values <= 0))
             if len(bad):
@@ -186,9 +197,9 @@ class Columns:
 
     def require(self, n_min: int, what: str) -> None:
         if self.n < n_min:
-            dropped = (
-                f" after dropping {self.n_dropped_nan} NaN row(s)" if self.n_dropped_nan else ""
-            )
+            parts = [f"{self.n_dropped_nan} NaN"] if self.n_dropped_nan else []
+            parts += [f"{self.n_dropped_diverged} diverged"] if self.n_dropped_diverged else []
+            dropped = f" after dropping {' and '.join(parts)} row(s)" if parts else ""
             raise UserError(f"{self.path}: {self.n} usable row(s){dropped}; {what} needs {n_min}")
 
 
@@ -276,6 +287,7 @@ def run_parametric(args) -> int:
         "b": fit.b,
         "n_points": fit.n_points,
         "n_dropped_nan": cols.n_dropped_nan,
+        "n_dropped_diverged": cols.n_dropped_diverged,
         "objective": fit.objective,
         "objective_kind": f"summed Huber (delta={fit.huber_delta:g}) on log-loss residuals",
         "fixed": {"alpha": args.fix_alpha, "beta": args.fix_beta},
@@ -352,6 +364,7 @@ def _allocation_result(fit, boot, cols, convention, extra) -> dict:
         "dropped": [{"C": d.C, "n_points": d.n_points, "reason": d.reason} for d in fit.dropped],
         "n_points": cols.n,
         "n_dropped_nan": cols.n_dropped_nan,
+        "n_dropped_diverged": cols.n_dropped_diverged,
         "flops_convention": convention,
         **extra,
     }
@@ -434,6 +447,7 @@ def run_powerlaw(args) -> int:
         **({"offset": fit.offset} if args.offset else {}),
         "n_points": fit.n_points,
         "n_dropped_nan": cols.n_dropped_nan,
+        "n_dropped_diverged": cols.n_dropped_diverged,
         "rss": fit.rss,
         "rss_kind": "relative residuals" if args.offset else "log y residuals",
         "ci": None,

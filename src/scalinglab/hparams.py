@@ -199,7 +199,9 @@ def read_runs(run_jsons) -> pd.DataFrame:
             "lr": float(spec["training"]["lr"]),
             "batch_tokens": spec["training"]["batch_size"] * spec["model"]["block_size"],
             "seed": spec["seed"], "D": record["D"], "loss": loss,
-            "diverged": is_diverged(loss, spec["model"]["vocab_size"]),
+            # marked by training (scalinglab.divergence), or a final loss no better than chance
+            "diverged": (bool(record.get("diverged", False))
+                         or is_diverged(loss, spec["model"]["vocab_size"])),
         })
     if not rows:
         raise UserError("hparams-fit: no runs given")

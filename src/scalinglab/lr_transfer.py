@@ -14,9 +14,9 @@ spec format as the IsoFLOP phase (`study.series_spec`). Every run's id is canoni
 never in Snakemake: `lrt-<p>-l<layers>-d<width>-h<heads>-lr<lr>-b<batch>-s<seed>_D<tokens>`, e.g.
 `lrt-mup-l2-d64-h2-lr4e-03-b16-s0_D262144`.
 
-A run that diverged (non-finite final loss, or a final loss above ln(vocab), the loss of a
-uniform guess that every run starts near) is kept in the table and the figure, marked
-`diverged`, and left out of the parabola.
+A run that diverged (stopped early by training, see `scalinglab.divergence`; or a non-finite
+final loss, or a final loss above ln(vocab), the loss of a uniform guess that every run starts
+near) is kept in the table and the figure, marked `diverged`, and left out of the parabola.
 
 config.py imports `LrTransferConfig` from here, so this module imports config and study inside
 its functions, not at the top (they import config themselves).
@@ -34,6 +34,10 @@ from scalinglab.errors import UserError
 
 PHASE = "lr_transfer"
 SERIES_PREFIX = "lrt"
+# The issue's target for "the LR transfers": eta* moves by at most one grid step (2x on the
+# default grid) across a width range of at least 4x.
+MAX_SPREAD_GRID_STEPS = 1.0
+MIN_WIDTH_RANGE = 4.0
 
 
 def _positive(doc: str) -> dict:
@@ -276,6 +280,21 @@ def slope(widths, lrs) -> float:
     return float(np.polyfit(w[keep], e[keep], 1)[0])
 
 
+def transfer_verdict(widths, best_lrs, at_edge, grid_step: float) -> dict:
+    """Does eta* transfer? True when it moves by at most `MAX_SPREAD_GRID_STEPS` grid steps
+    across widths spanning at least `MIN_WIDTH_RANGE`x, and every width has an optimum inside
+    the grid: where every run diverged there is none, and at the edge of the grid the true
+    optimum may lie beyond it, so the spread is not measured.
+    Returns {"transfers": bool, "width_range": widest / narrowest width}."""
+    width_range = max(widths) / min(widths)
+    lrs = np.asarray(best_lrs, dtype=float)
+    if len(lrs) < 2 or not np.isfinite(lrs).all() or any(at_edge) or not grid_step > 0:
+        return {"transfers": False, "width_range": float(width_range)}
+    spread = math.log2(lrs.max() / lrs.min()) / grid_step
+    ok = spread <= MAX_SPREAD_GRID_STEPS + 1e-9 and width_range >= MIN_WIDTH_RANGE
+    return {"transfers": bool(ok), "width_range": float(width_range)}
+
+
 def analyse(runs: pd.DataFrame) -> dict:
     """The content of `results/fits/lr_transfer.json` from `read_runs`' table."""
     points = mean_over_seeds(runs)
@@ -304,6 +323,7 @@ def analyse(runs: pd.DataFrame) -> dict:
             "spread_log2": spread,
             "spread_grid_steps": spread / grid_step if grid_step > 0 else float("nan"),
             "diverged_runs": int(runs[(runs["parametrization"] == p)]["diverged"].sum()),
+            **transfer_verdict(widths, lrs, [b["edge"] for b in best], grid_step),
         }
     return out
 

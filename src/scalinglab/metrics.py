@@ -1,7 +1,8 @@
 """Metric extraction: the runs' `run.json` and `metrics.jsonl` files into two tidy tables.
 
 - `runs.csv`: one row per finished branch (the final validation loss of a (size, budget) run),
-  the input of the IsoFLOP fit.
+  the input of the IsoFLOP fit. A run that diverged (`scalinglab.divergence`) keeps its row,
+  marked `diverged`, with a NaN loss: a failed point that every fit leaves out.
 - `curves.csv`: every evaluation of every stable run and branch (a long table), the input of the
   loss-curve figure and of the lower-envelope fit (Chinchilla Method 1).
 Nothing here reads stdout or logs.
@@ -18,7 +19,8 @@ from scalinglab.errors import UserError
 
 RUN_COLUMNS = [
     "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
-    "N_total", "D", "C", "loss", "schedule", "lr", "batch_size", "steps", "wall_seconds",
+    "N_total", "D", "C", "loss", "diverged", "schedule", "lr", "batch_size", "steps",
+    "wall_seconds",
 ]
 
 
@@ -34,6 +36,8 @@ def _read_run(run_json: Path) -> tuple[dict, list[dict]]:
 def run_row(record: dict) -> dict:
     spec = record["spec"]
     model = spec["model"]
+    diverged = bool(record.get("diverged", False))
+    loss = record["final_val_loss"]
     return {
         "run_id": record["run_id"],
         "series_id": spec["series_id"],
@@ -46,7 +50,8 @@ def run_row(record: dict) -> dict:
         "N_total": spec["N_total"],
         "D": record["D"],
         "C": record["C"],
-        "loss": record["final_val_loss"],
+        "loss": float("nan") if diverged or loss is None else float(loss),
+        "diverged": diverged,
         "schedule": spec["schedule_name"],
         "lr": spec["training"]["lr"],
         "batch_size": spec["training"]["batch_size"],
@@ -72,7 +77,7 @@ def collect(stable_jsons: list[Path], branch_jsons: list[Path]) -> tuple[pd.Data
                     "label": record.get("label", "stable"), "N": spec["N"], "step": row["step"],
                     "D": row["tokens"], "C": row["flops"], "lr": row["lr"],
                     "train_loss": row["train_loss"], "loss": row["val_loss"],
-                    "elapsed": row["elapsed"],
+                    "elapsed": row["elapsed"], "diverged": bool(row.get("diverged", False)),
                 })
     runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS).sort_values(["C", "N"])
     curves_df = pd.DataFrame(curves)

@@ -30,10 +30,11 @@ def _study_config(path: str | None):
 def _coord_check(args) -> None:
     from dataclasses import replace
 
+    import pandas as pd
     import torch
 
     from scalinglab import atomic, mup_plots
-    from scalinglab.coord_check import CoordCheckShape, coord_check, growth, width_slopes
+    from scalinglab.coord_check import CoordCheckShape, coord_check, verdict
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -46,12 +47,16 @@ def _coord_check(args) -> None:
     atomic.write_text(args.csv_out, table.to_csv(index=False))
     mup_plots.coord_check_figure(table, args.figure_out)
     step = min(3, args.steps)
-    ratios = growth(table, "logits", step)
+    result = verdict(table, step)
+    if args.json_out:
+        atomic.write_json(args.json_out, result)
     print(f"logit RMS at step {step}, widest / narrowest width: "
-          + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    slopes = width_slopes(table, step).pivot(index="site", columns="parametrization",
-                                             values="slope")
-    print(f"slope of log RMS against log width at step {step}:\n{slopes.round(2).to_string()}")
+          + ", ".join(f"{k} {v['growth']:.2f}x ({'flat' if v['passes'] else 'grows'})"
+                      for k, v in result["parametrizations"].items()))
+    slopes = {k: v["slopes"] for k, v in result["parametrizations"].items()}
+    print(f"slope of log RMS against log width at step {step}:\n"
+          f"{pd.DataFrame(slopes).round(2).to_string()}")
+    print(f"as expected (muP flat, SP growing): {result['as_expected']}")
 
 
 def _lr_transfer_plan(args) -> None:
@@ -80,7 +85,8 @@ def _lr_transfer(args) -> None:
         best = ", ".join(f"d{w}: {lr:.3g}{' (edge)' if edge else ''}" for w, lr, edge
                          in zip(res["widths"], res["best_lr"], res["at_grid_edge"], strict=True))
         print(f"{p}: eta* {best}; slope {res['slope']:+.3f}; moves "
-              f"{res['spread_grid_steps']:.2f} grid steps", file=sys.stdout)
+              f"{res['spread_grid_steps']:.2f} grid steps over {res['width_range']:g}x width; "
+              f"transfers: {'yes' if res['transfers'] else 'no'}", file=sys.stdout)
 
 
 def register(sub) -> None:
@@ -101,6 +107,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--csv-out", required=True)
     p.add_argument("--figure-out", required=True)
+    p.add_argument("--json-out", help="verdict JSON: logit growth, slopes, passes, as_expected")
     p.set_defaults(func=_coord_check)
 
     p = sub.add_parser("lr-transfer-plan", help="the LR-transfer phase's run table")

@@ -76,18 +76,29 @@ def loss_curves(curves: pd.DataFrame, out: str) -> None:
 
 
 def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
-    """Loss against N for each budget, with the fitted parabolas in log N and their minima."""
+    """Loss against N for each budget, with the fitted parabolas in log N and their minima.
+    Failed runs (diverged, or without a finite loss) are crosses along the top of the panel,
+    left out of the parabola as they are out of the fit."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(8, 5.5))
     budgets = sorted(runs["C"].unique())
     palette = dict(zip(budgets, sns.color_palette("rocket_r", len(budgets)), strict=True))
     optima = {b["C"]: b for b in fit.get("budgets", [])}
+    loss = runs["loss"].to_numpy(float)
+    failed = ~np.isfinite(loss)
+    if "diverged" in runs.columns:
+        failed |= runs["diverged"].astype(str).str.lower().isin(("true", "1")).to_numpy()
+    top = float(np.max(loss[~failed])) if (~failed).any() else 1.0
     for budget in budgets:
-        group = runs[runs["C"] == budget].sort_values("N")
+        at = (runs["C"] == budget).to_numpy()
+        group = runs[at & ~failed].sort_values("N")
         color = palette[budget]
         ax.plot(group["N"], group["loss"], "o", color=color, label=f"C={budget:.2g}")
+        if (at & failed).any():
+            ax.plot(runs["N"][at & failed], np.full(int((at & failed).sum()), top), "x",
+                    color=color, ms=8, mew=2)
         best = _closest(optima, budget)
-        if best is None:
+        if best is None or len(group) < 3:
             continue
         # the same least-squares parabola in log N that laws.fit_isoflop fits per budget
         coeffs = np.polyfit(np.log(group["N"].to_numpy(float)), group["loss"].to_numpy(float), 2)
@@ -97,7 +108,8 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("final validation loss")
-    ax.set_title(f"IsoFLOP profiles (a = {fit.get('a', float('nan')):.3f})")
+    title = f"IsoFLOP profiles (a = {fit.get('a', float('nan')):.3f})"
+    ax.set_title(title + (f"; x: {int(failed.sum())} failed run(s)" if failed.any() else ""))
     ax.legend(fontsize=8)
     _save(fig, out)
 

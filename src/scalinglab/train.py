@@ -10,6 +10,10 @@ re-run resumes from its last periodic checkpoint (`resume.pt`) and reaches the s
 SIGTERM / SIGUSR1 (sent by SLURM ahead of a time limit) save that checkpoint and exit non-zero so
 that the scheduler retries the job.
 
+A run whose loss blows up (`scalinglab.divergence`) stops early and still writes every output,
+marked `diverged`; the stable run marks the branch points it did not reach, and their decay
+branches finish at once as diverged, so the workflow completes and the fits leave them out.
+
 Under torchrun the same loop runs data parallel (`scalinglab.distributed`): each process trains on
 its rows of the global batch, the processes agree on losses and on stopping, and rank 0 alone
 writes the outputs and checkpoints, which are those of a single process.
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, checkpoint, distributed, provenance
+from scalinglab import atomic, checkpoint, distributed, divergence, provenance
 from scalinglab.data import TokenData
 from scalinglab.distributed import World
 from scalinglab.errors import UserError
@@ -108,6 +111,10 @@ class Trainer:
     # and a checkpoint carries it so a resumed run reports the same mean
     interval_loss: float = 0.0
     interval_steps: int = 0
+    # the loss of the series' first step (before any update), the divergence rule's start
+    initial_loss: float | None = None
+    # {"step", "reason"} once the run has diverged (see scalinglab.divergence), else None
+    divergence: dict | None = None
 
     def __post_init__(self) -> None:
         meta_path = self.data_dir / "meta.json"
@@ -143,6 +150,13 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------
     def load(self, path: Path, keep_metrics: bool = True) -> None:
         state = checkpoint.load(path, self.spec, map_location=self.device)
+        if "diverged" in state:  # the stable run diverged before this branch point: no weights
+            mark = state["diverged"]
+            self.divergence = {"step": mark["step"], "reason": "the stable run diverged "
+                               f"before this branch point: {mark['reason']}"}
+            self.step = mark["step"]
+            self.metrics = list(state["metrics"])
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         checkpoint.restore_rng_state(state["rng"])
@@ -153,13 +167,15 @@ class Trainer:
         else:  # a branch starts its curve at the stable run's eval at the branch point
             self.metrics = [row for row in state["metrics"][-1:] if row["step"] == self.step]
         self.interval_loss, self.interval_steps = state["interval"] if keep_metrics else (0.0, 0)
+        self.initial_loss = state.get("initial_loss")
 
     def save(self, path: Path) -> None:
         if not self.world.is_main:  # the ranks hold the same weights; one file is written
             return
         checkpoint.save(path, model=self.model, optimizer=self.optimizer, step=self.step,
                         metrics=self.metrics, spec=self.spec, elapsed=self.elapsed,
-                        interval=(self.interval_loss, self.interval_steps))
+                        interval=(self.interval_loss, self.interval_steps),
+                        initial_loss=self.initial_loss)
 
     # -- one optimizer step -----------------------------------------------------------------------
     def train_step(self, lr_factor: float) -> torch.Tensor:
@@ -197,7 +213,10 @@ class Trainer:
     def run(self, schedule: Schedule, end_step: int, *, eval_at: set[int] = frozenset(),
             on_step=None, resume_path: Path | None = None, desc: str = "train") -> None:
         """Train until `end_step`, evaluating every `eval_every` steps, at `eval_at` and at the
-        end; `on_step(trainer)` runs after every step (and before the first one)."""
+        end; `on_step(trainer)` runs after every step (and before the first one).
+
+        Stops early, without calling `on_step` for that step, once the run has diverged
+        (`self.divergence` is then set and the last metric row is marked)."""
         train = self.spec["training"]
         if on_step:
             on_step(self)
@@ -210,13 +229,16 @@ class Trainer:
                         mininterval=10, disable=None if self.world.is_main else True) as bar:
             while self.step < end_step:
                 factor = schedule(self.step)
-                interval_loss += self.train_step(factor)
+                loss = self.train_step(factor)
+                if self.initial_loss is None:  # one host sync, on the series' first step only
+                    self.initial_loss = self.world.mean(float(loss))
+                interval_loss += loss
                 self.interval_steps += 1
                 steps_timed += 1
                 bar.update(1)
                 self.elapsed = base_elapsed + time.perf_counter() - run_start
                 if (self.step % train["eval_every"] == 0 or self.step in eval_at
-                        or self.step == end_step):
+                        or self.step == end_step or self._blown_up(interval_loss)):
                     # tokens/s over the steps since the last eval, the eval itself excluded
                     seconds = time.perf_counter() - interval_start
                     total_loss = self.interval_loss + self.world.mean(float(interval_loss))
@@ -225,6 +247,8 @@ class Trainer:
                     interval_loss.zero_()
                     self.interval_loss, self.interval_steps = 0.0, 0
                     interval_start, steps_timed = time.perf_counter(), 0
+                if self.divergence is not None:
+                    break  # no branch checkpoint and no resume point from a diverged model
                 if on_step:
                     on_step(self)
                 # a signal may reach one rank only, or the ranks at different steps
@@ -242,17 +266,36 @@ class Trainer:
                     raise SystemExit(EXIT_PREEMPTED)
         self.elapsed = base_elapsed + time.perf_counter() - run_start
 
+    def _blown_up(self, interval_loss: torch.Tensor) -> bool:
+        """Between evaluations, every `divergence.CHECK_EVERY` steps: has the training loss
+        since the last evaluation already diverged? (If so, the loop evaluates now.)"""
+        if self.step % divergence.CHECK_EVERY:
+            return False
+        mean = (self.interval_loss + self.world.mean(float(interval_loss))) / self.interval_steps
+        return divergence.reason(mean, None, self.initial_loss, self.vocab_size) is not None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.spec["model"]["vocab_size"])
+
     def _record(self, lr_factor: float, train_loss: float, tokens_per_s: float) -> None:
         tokens = self.step * self.batch_tokens
+        val_loss = self.evaluate()
+        # every rank has the same losses (averaged across ranks), so every rank stops together
+        why = divergence.reason(train_loss, val_loss, self.initial_loss, self.vocab_size)
+        if why is not None:
+            self.divergence = {"step": self.step, "reason": why}
         self.metrics.append({
             "step": self.step,
             "tokens": tokens,
             "flops": tokens * self.spec["flops_per_token"],
             "lr": self.spec["training"]["lr"] * lr_factor,
             "train_loss": train_loss,
-            "val_loss": self.evaluate(),
+            "val_loss": val_loss,
             "tokens_per_s": tokens_per_s,
             "elapsed": self.elapsed,
+            "diverged": why is not None,
+            **({"diverged_reason": why} if why is not None else {}),
         })
 
 
@@ -300,6 +343,7 @@ def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     atomic.write_text(out_dir / "metrics.jsonl", lines)
     record = provenance.record(trainer.spec, trainer.data_meta, trainer.device)
     record["processes"] = trainer.world.size  # data parallel: the device above, this many times
+    record.update(divergence.record(trainer.divergence))
     record.update(extra)
     atomic.write_json(out_dir / "run.json", record)
 
@@ -356,11 +400,20 @@ def _train_stable(trainer: Trainer, out_dir: Path) -> None:
         return
     # Training is done: a SIGUSR1/SIGTERM now must not kill the job half-way through its
     # outputs (SIGUSR1's default action), which left resume.pt and no outputs behind.
+    stopped = trainer.divergence
+    if stopped is not None:
+        print(f"warning: {spec['series_id']} diverged at step {stopped['step']} "
+              f"({stopped['reason']}); stopped early", file=sys.stderr)
     with _StopRequest():
         for branch in spec["branches"]:
             name = f"branch-{branch['label']}.pt"
             if branch in beyond_the_end:
                 checkpoint.save_placeholder(out_dir / name, "left out of the study table")
+            elif stopped is not None and branch["decay_start"] >= stopped["step"]:
+                # not reached (a diverged step saves no branch checkpoint): the mark lets the
+                # branch's job finish at once as diverged instead of failing the workflow
+                checkpoint.save_diverged(out_dir / name, spec=spec, step=stopped["step"],
+                                         reason=stopped["reason"], metrics=trainer.metrics)
             else:
                 os.replace(pending / name, out_dir / name)
         _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
@@ -389,24 +442,30 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
     trainer.load(checkpoint_path, keep_metrics=False)
-    if trainer.step != branch["decay_start"]:
-        raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
-                        f"branch {label} decays from step {branch['decay_start']}")
-    _resume_if_possible(trainer, resume_path)
-    schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"],
-                             shape=branch.get("decay_shape"))
-    trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
-                desc=f"{spec['series_id']} {label}")
+    if trainer.divergence is None:  # else the stable run diverged first: nothing to train
+        if trainer.step != branch["decay_start"]:
+            raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
+                            f"branch {label} decays from step {branch['decay_start']}")
+        _resume_if_possible(trainer, resume_path)
+        schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"],
+                                 shape=branch.get("decay_shape"))
+        trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
+                    desc=f"{spec['series_id']} {label}")
     with _StopRequest():  # as in train_stable: finish the outputs once training is done
-        final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
+        if trainer.divergence is None:
+            final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
+            final_loss = final["val_loss"]
+        else:  # a failed point has no loss to fit: null, whatever the last eval measured
+            final_loss = None
         if not trainer.world.is_main:
             return
-        if not math.isfinite(final["val_loss"]):
-            print(f"warning: run {branch['run_id']} diverged (val loss {final['val_loss']})",
+        if trainer.divergence is not None:
+            print(f"warning: run {branch['run_id']} diverged at step "
+                  f"{trainer.divergence['step']} ({trainer.divergence['reason']})",
                   file=sys.stderr)
         _write_outputs(trainer, out_dir, {
             "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
-            "D": branch["D"], "steps": trainer.step, "final_val_loss": final["val_loss"],
+            "D": branch["D"], "steps": trainer.step, "final_val_loss": final_loss,
             "wall_seconds": trainer.elapsed,
         })
         resume_path.unlink(missing_ok=True)

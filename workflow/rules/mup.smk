@@ -11,7 +11,11 @@ LR_TRANSFER_LABEL = LR_TRANSFER.label
 LR_TRANSFER_STABLE = training_resources(LR_TRANSFER.spec)
 LR_TRANSFER_BRANCH = training_resources(LR_TRANSFER.spec, label=LR_TRANSFER_LABEL)
 
-MUP_TARGETS = ["results/muP/coord_check.csv", "results/figures/coord_check.png"]
+MUP_TARGETS = [
+    "results/muP/coord_check.csv",
+    "results/muP/coord_check.json",
+    "results/figures/coord_check.png",
+]
 if STUDY.lr_transfer.enabled:
     MUP_TARGETS += [
         "results/muP/lr_transfer_plan.csv",
@@ -27,6 +31,7 @@ rule coord_check:
         meta=f"{TOKENS_DIR}/meta.json",
     output:
         csv="results/muP/coord_check.csv",
+        verdict="results/muP/coord_check.json",
         figure=report(
             "results/figures/coord_check.png",
             caption="../report/coord_check.rst",
@@ -44,7 +49,7 @@ rule coord_check:
     shell:
         "python -m scalinglab coord-check --config {input.spec}"
         " --data-dir {params.data_dir} --threads {threads} --csv-out {output.csv}"
-        " --figure-out {output.figure} > {log} 2>&1"
+        " --json-out {output.verdict} --figure-out {output.figure} > {log} 2>&1"
 
 
 rule plan_lr_transfer:
