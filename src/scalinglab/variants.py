@@ -2,12 +2,20 @@
 
 Hunyuan-Large (arXiv:2411.02265) ran IsoFLOP profiles for mixture-of-experts models against
 ACTIVE parameters; MiniMax-01 (arXiv:2501.08313) compared lightning (linear) attention with
-softmax attention by their loss-compute curves. Both questions are this phase: every variant in
+softmax attention by their loss-compute curves; Cerebras-GPT (arXiv:2304.03208) compared SP with
+muP along its compute ladder. All three questions are this phase: every variant in
 `variants.models` (a name plus `GPTConfig` settings: `attention`, `feature_map`, `mlp`,
-`n_experts`, `moe_top_k`, `moe_aux_coef`) trains the ladder `variants.sizes` on the budgets
-`variants.budgets` (empty: `model.sizes` / `isoflop.budgets`) with the study's parametrization,
-training and schedule, by the same series specs, `train-stable` / `decay-branch` jobs and WSD
-rewind branches as the base IsoFLOP phase (`study.series_spec`).
+`n_experts`, `moe_top_k`, `moe_aux_coef`, and its own `parametrization` and peak `lr`, by default
+the study's `parametrization.name` and `training.lr`) trains the ladder `variants.sizes` on the
+budgets `variants.budgets` (empty: `model.sizes` / `isoflop.budgets`) with the study's training
+and schedule, by the same series specs, `train-stable` / `decay-branch` jobs and WSD rewind
+branches as the base IsoFLOP phase (`study.series_spec`).
+
+`variants.name` names the phase's outputs (`PhaseFiles`): `results/fits/<name>.json`,
+`results/figures/<name>.png` (loss against compute with each variant's frontier law and its
+residuals), `<name>_envelope.png`, `<name>_isoflop.png`, runs under `results/runs/<name>/`.
+The default, `variants`, gives the architecture study's paths; workflow/configs/sp_vs_mup.yaml
+names it `sp_vs_mup`. One study runs one such phase at a time.
 
 Counting (see `scalinglab.flops`): the table's `N` is the ACTIVE non-embedding parameter count
 (`ModelCounts.N_active`: k experts and the router per MoE layer), the axis of both fits and of
@@ -35,10 +43,25 @@ import pandas as pd
 
 from scalinglab.errors import UserError
 from scalinglab.linear_attention import FEATURE_MAPS
+from scalinglab.parametrization import PARAMETRIZATIONS
 
 PHASE = "variants"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
-SETTINGS = ("attention", "feature_map", "mlp", "n_experts", "moe_top_k", "moe_aux_coef")
+PHASE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# The variant settings that are GPTConfig fields, and those that set how the runs train (kept in
+# the run's spec as `parametrization.name` and `training.lr`, and in runs.csv as their columns).
+MODEL_SETTINGS = ("attention", "feature_map", "mlp", "n_experts", "moe_top_k", "moe_aux_coef")
+RUN_SETTINGS = ("parametrization", "lr")
+SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
+# Names the other phases' outputs already use (results/<x>/, results/fits/<x>.json,
+# results/figures/<x>.png, results/runs/<x>/, results/specs/<x>/): `variants.name` may not take
+# them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
+RESERVED_NAMES = (
+    "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
+    "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer", "metrics",
+    "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study", "validation",
+    "wsd_vs_cosine",
+)
 
 
 def _positive(doc: str) -> dict:
@@ -60,6 +83,21 @@ class VariantConfig:
     moe_aux_coef: float = field(
         default=0.01, metadata={"doc": "weight of the load-balancing loss", "min": 0}
     )
+    parametrization: str | None = field(
+        default=None, metadata={"doc": "sp | mup (null: the study's parametrization.name)",
+                                "choices": PARAMETRIZATIONS}
+    )
+    lr: float | None = field(
+        default=None, metadata=_positive("peak learning rate (null: training.lr)")
+    )
+
+    def configured(self) -> dict:
+        """The variant as written in the config: settings left unset (null) are not listed, so
+        that a variant without overrides keeps the spec, hence the runs, it had before they
+        existed. What its runs use is in the spec's `parametrization` and `training`."""
+        from scalinglab.config import to_dict
+
+        return {k: v for k, v in to_dict(self).items() if not (k in RUN_SETTINGS and v is None)}
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,12 @@ class VariantsConfig:
             if model.moe_top_k > model.n_experts:
                 raise UserError(f"{key}.moe_top_k: {model.moe_top_k} is more than "
                                 f"n_experts={model.n_experts}")
+            # from_dict checks these already; a VariantConfig built in code is checked here
+            if model.parametrization not in (None, *PARAMETRIZATIONS):
+                raise UserError(f"{key}.parametrization: {model.parametrization!r} is not one "
+                                f"of {', '.join(PARAMETRIZATIONS)}")
+            if model.lr is not None and not model.lr > 0:
+                raise UserError(f"{key}.lr: must be > 0, got {model.lr!r}")
         for i, size in enumerate(self.sizes):
             if size.n_embd % size.n_head:
                 raise UserError(f"variants.sizes[{i}]: n_head={size.n_head} does not divide "
@@ -121,18 +165,48 @@ def budgets(cfg) -> tuple[float, ...]:
     return cfg.variants.budgets or cfg.isoflop.budgets
 
 
+def run_config(cfg, variant: VariantConfig):
+    """The study config as `variant`'s runs see it: its parametrization and its peak LR (the
+    study's where the variant sets none); everything else of `parametrization` is shared."""
+    name = variant.parametrization or cfg.parametrization.name
+    lr = cfg.training.lr if variant.lr is None else variant.lr
+    return replace(cfg, parametrization=replace(cfg.parametrization, name=name),
+                   training=replace(cfg.training, lr=lr))
+
+
 def gpt_config(cfg, variant: VariantConfig, size):
-    """The base model of `size` under the study's parametrization, turned into `variant`."""
+    """The base model of `size` under the variant's parametrization, turned into `variant`."""
     from scalinglab import study
 
-    return replace(study.gpt_config(cfg, size), **{k: getattr(variant, k) for k in SETTINGS})
+    return replace(study.gpt_config(run_config(cfg, variant), size),
+                   **{k: getattr(variant, k) for k in MODEL_SETTINGS})
 
 
 def series_id(variant: VariantConfig, cfg, size) -> str:
     from scalinglab import study
 
-    return f"{variant.name}-" + study.series_id(cfg.parametrization.name, size,
-                                                cfg.training.lr, cfg.training.batch_size)
+    run = run_config(cfg, variant)
+    return f"{variant.name}-" + study.series_id(run.parametrization.name, size,
+                                                run.training.lr, run.training.batch_size)
+
+
+def check_widths(cfg) -> None:
+    """Every muP variant needs each ladder width to be a whole multiple of base_width (m >= 1
+    and whole: the base is the proxy the LR was tuned on, as in `lr_transfer.check_config`)."""
+    base = cfg.parametrization.base_width
+    sizes_key = "variants.sizes" if cfg.variants.sizes else "model.sizes"
+    for j, variant in enumerate(cfg.variants.models):
+        if run_config(cfg, variant).parametrization.name != "mup":
+            continue
+        why = (f"variant {variant.name} is muP (variants.models[{j}].parametrization or "
+               "parametrization.name)")
+        for i, size in enumerate(ladder(cfg)):
+            if size.n_embd < base:
+                raise UserError(f"{sizes_key}[{i}]: {why} and needs n_embd >= "
+                                f"parametrization.base_width={base}, got {size.n_embd}")
+            if size.n_embd % base:
+                raise UserError(f"{sizes_key}[{i}]: {why}; parametrization.base_width={base} "
+                                f"does not divide n_embd={size.n_embd}")
 
 
 def plan(cfg) -> pd.DataFrame:
@@ -145,12 +219,14 @@ def plan(cfg) -> pd.DataFrame:
 
     if not cfg.variants.enabled:
         return pd.DataFrame()
+    check_widths(cfg)
     labels = [study.budget_label(b) for b in budgets(cfg)]
     if len(set(labels)) != len(labels):
         raise UserError("variants.budgets: two budgets share the same label (listed twice?)")
     tokens_per_step = study.batch_tokens(cfg)
     rows = []
     for variant in cfg.variants.models:
+        run = run_config(cfg, variant)
         for size in ladder(cfg):
             counts = model_counts(gpt_config(cfg, variant, size), cfg.flops.convention)
             sid = series_id(variant, cfg, size)
@@ -164,9 +240,9 @@ def plan(cfg) -> pd.DataFrame:
                 tokens = steps * tokens_per_step
                 rows.append({
                     "phase": PHASE, "variant": variant.name, "series_id": sid, "label": label,
-                    "run_id": f"{sid}_{label}", "parametrization": cfg.parametrization.name,
+                    "run_id": f"{sid}_{label}", "parametrization": run.parametrization.name,
                     "n_layer": size.n_layer, "n_embd": size.n_embd, "n_head": size.n_head,
-                    "lr": cfg.training.lr, "batch_size": cfg.training.batch_size,
+                    "lr": run.training.lr, "batch_size": cfg.training.batch_size,
                     "schedule": study.schedule_name(cfg),
                     "N": counts.N_active, "N_active": counts.N_active,
                     "N_nonembedding": counts.N, "N_total": counts.N_total,
@@ -199,21 +275,23 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     first = rows.iloc[0]
     variant = next(v for v in cfg.variants.models if v.name == first.variant)
     size = VariantSize(int(first.n_layer), int(first.n_embd), int(first.n_head))
-    spec = study.series_spec(cfg, rows, sid)
+    spec = study.series_spec(run_config(cfg, variant), rows, sid)
     spec["model"] = to_dict(gpt_config(cfg, variant, size))
-    spec["variant"] = to_dict(variant)
+    spec["variant"] = variant.configured()
     spec["N_active"] = int(first.N_active)
     spec["N_nonembedding"] = int(first.N_nonembedding)
     return spec
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-EXTRA_COLUMNS = ("variant", "N_active", "N_nonembedding", *SETTINGS)
+EXTRA_COLUMNS = ("variant", "N_active", "N_nonembedding", *MODEL_SETTINGS)
 
 
 def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`metrics.collect`'s runs and curves tables with the columns `EXTRA_COLUMNS` added: the
-    variant's name, counts and settings (`N` is already the active count: the specs carry it)."""
+    variant's name, counts and model settings (`N` is already the active count: the specs carry
+    it). The runs table has `parametrization` and `lr` already, read from the spec the run
+    trained with."""
     from scalinglab.metrics import collect as collect_runs
 
     runs, curves = collect_runs(stable_jsons, branch_jsons)
@@ -224,7 +302,7 @@ def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise UserError(f"{path}: not a run of the variants phase (no 'variant' in its spec)")
         v = spec["variant"]
         info[spec["series_id"]] = (v["name"], spec["N_active"], spec["N_nonembedding"],
-                                   *(v[k] for k in SETTINGS))
+                                   *(v[k] for k in MODEL_SETTINGS))
     for table in (runs, curves):
         for j, column in enumerate(EXTRA_COLUMNS):
             table.insert(1 + j, column, [info[s][j] for s in table["series_id"]])
@@ -397,7 +475,9 @@ def summary_lines(result: dict) -> list[str]:
                                           if "error" not in f else f"failed ({f['error']})"))
         law = v["loss_law"]
         if "error" not in law:
-            parts.append(f"L_opt ~ C^{law['exponent']:.3f}")
+            ci = law.get("ci")
+            parts.append(f"L_opt ~ C^{law['exponent']:.3f}" + (
+                f" [{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}]" if ci else ""))
         lines.append("; ".join(parts))
     comparison = result.get("comparison")
     if comparison:
