@@ -115,8 +115,19 @@ class VariantsConfig:
     """The architecture-variants phase (off unless `enabled`)."""
 
     enabled: bool = field(default=False, metadata={"doc": "run the architecture-variants phase"})
+    name: str = field(
+        default=PHASE,
+        metadata={"doc": "names the outputs: results/fits/NAME.json, results/figures/NAME*.png, "
+                         "results/runs/NAME/ (lower-case letters, digits, _)"},
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={"doc": "the variant the others are compared with (null: dense if listed, "
+                         "else the first listed)"},
+    )
     models: tuple[VariantConfig, ...] = field(
-        default=(), metadata={"doc": "the variants compared, each trained on the whole ladder"}
+        default=(), metadata={"doc": "the variants compared (architecture, parametrization, "
+                                     "peak LR), each trained on the whole ladder"}
     )
     sizes: tuple[VariantSize, ...] = field(
         default=(), metadata={"doc": "the ladder of every variant (empty: model.sizes)"}
@@ -127,8 +138,17 @@ class VariantsConfig:
     )
 
     def __post_init__(self) -> None:
-        # checks within the section; those against other sections are in `check_config`
+        # checks within the section; those against other sections are in `plan`
+        if not PHASE_NAME_PATTERN.match(self.name):
+            raise UserError(f"variants.name: {self.name!r} must be lower-case letters, digits "
+                            "and _, starting with a letter")
+        if self.name in RESERVED_NAMES:
+            raise UserError(f"variants.name: {self.name!r} is taken by another phase's outputs "
+                            f"(results/{self.name}...); choose another name")
         names = [m.name for m in self.models]
+        if self.reference is not None and self.reference not in names:
+            raise UserError(f"variants.reference: {self.reference!r} is not a variant of "
+                            f"variants.models ({', '.join(names) or 'none listed'})")
         for i, model in enumerate(self.models):
             key = f"variants.models[{i}]"
             if not NAME_PATTERN.match(model.name):
@@ -263,9 +283,25 @@ def plan(cfg) -> pd.DataFrame:
     return table
 
 
+def training_flops(cfg, table: pd.DataFrame) -> float:
+    """FLOPs the phase trains: each series' stable run (to its last trained branch point) plus
+    every trained branch's decay; less than the branches' budgets summed, which count the
+    shared stable part once per branch."""
+    from scalinglab import study
+
+    trained = table[table["reason"] == ""]
+    if trained.empty:
+        return 0.0
+    per_token = trained["flops_per_token"] * study.batch_tokens(cfg)
+    stable = (trained["stable_steps"] * per_token).groupby(trained["series_id"]).first().sum()
+    decays = ((trained["steps"] - trained["decay_start"]) * per_token).sum()
+    return float(stable + decays)
+
+
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec file of one series, in the format `train.train_stable` / `decay_branch` read:
-    `study.series_spec` with the variant's model settings and counts."""
+    `study.series_spec` under the variant's parametrization and LR (`run_config`), with its
+    model settings and counts."""
     from scalinglab import study
     from scalinglab.config import to_dict
 
@@ -370,22 +406,49 @@ def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     boot = (laws.bootstrap_envelope(run, C, N, loss, D, n_boot=min(n_boot, 200), seed=seed)
             if env else None)
     out["envelope"] = _allocation(env, boot) if env else {"error": err}
-    if env:
-        frontier = [(b.C, b.loss_opt) for b in env.budgets]
-        law, err = _attempt(laws.fit_power_law, *zip(*frontier, strict=True))
-        out["loss_law"] = ({"form": "L_opt = coef * C^exponent (envelope minima)",
-                            "coef": law.coef, "exponent": law.exponent,
-                            "n_points": law.n_points} if law else {"error": err})
-    else:
-        out["loss_law"] = {"error": "no envelope"}
+    out["loss_law"] = (loss_law(ok, env, n_boot=n_boot, seed=seed) if env
+                       else {"error": "no envelope"})
     return out
 
 
-def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """The content of `results/fits/variants.json` from `collect`'s runs table: per variant its
-    settings, counts and `fit_variant`, variants in name order."""
+def loss_law(runs: pd.DataFrame, env, *, n_boot: int, seed: int) -> dict:
+    """The compute frontier's law L_opt = coef·C^exponent through the envelope's minima (least
+    squares in log-log), its bootstrap 95% intervals (`frontier_samples`: each budget's runs
+    resampled) and each minimum's relative residual L_opt / law(C) - 1 (the figure's lower
+    panel)."""
+    from scalinglab import laws
+
+    c, loss = (np.array(v, float) for v in zip(*[(b.C, b.loss_opt) for b in env.budgets],
+                                               strict=True))
+    law, err = _attempt(laws.fit_power_law, c, loss)
+    if law is None:
+        return {"error": err}
+    fitted = law.coef * c ** law.exponent
+    out = {"form": "L_opt = coef * C^exponent (envelope minima)", "coef": law.coef,
+           "exponent": law.exponent, "n_points": law.n_points,
+           "points": [{"C": float(x), "loss_opt": float(y), "fitted": float(f),
+                       "relative_residual": float(y / f - 1)}
+                      for x, y, f in zip(c, loss, fitted, strict=True)],
+           "ci": None}
+    samples = frontier_samples(runs, n_boot, seed)
+    if len(samples):
+        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+        out["ci"] = {"coef": [float(low[0]), float(high[0])],
+                     "exponent": [float(low[1]), float(high[1])], "n_boot": len(samples)}
+    return out
+
+
+def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+        reference: str | None = None) -> dict:
+    """The content of `results/fits/<name>.json` from `collect`'s runs table: per variant its
+    settings (model settings, parametrization, peak LR), counts and `fit_variant`, variants in
+    name order, and with two or more variants the `comparison` of each with `reference`
+    (None: `reference_variant`)."""
     if runs.empty:
         raise UserError("variants-fit: no runs given")
+    if reference is not None and reference not in set(runs["variant"]):
+        raise UserError(f"variants-fit: reference {reference!r} is not a variant of the runs "
+                        f"({', '.join(sorted(runs['variant'].unique()))})")
     result = {
         "parameter_axis": "N = active non-embedding parameters (scalinglab.flops.N_active); "
                           "tokens_per_param = D_opt / N_opt per active parameter",
@@ -403,27 +466,35 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
         entry.update(fit_variant(rows, n_boot=n_boot, seed=seed))
         result["variants"][str(name)] = entry
     if runs["variant"].nunique() > 1:
-        result["comparison"] = compare(runs, reference_variant(runs["variant"].unique()),
-                                       n_boot=n_boot, seed=seed)
+        result["comparison"] = compare(
+            runs, reference or reference_variant(runs["variant"].unique()), n_boot=n_boot,
+            seed=seed)
     return result
 
 
-def frontier_exponent_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap samples of the exponent of L_opt = coef·C^exponent, where L_opt is the lowest final
-    loss at each budget: the runs of each budget are resampled with replacement, so a budget whose
-    minimum rests on one lucky run gets a wide interval."""
+def frontier_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap samples (n_boot, 2) of (coef, exponent) of L_opt = coef·C^exponent, where L_opt
+    is the lowest final loss at each budget: the runs of each budget are resampled with
+    replacement, so a budget whose minimum rests on one lucky run gets a wide interval. Empty
+    with fewer than 3 budgets."""
     ok = runs[np.isfinite(runs["loss"])]
     groups = [g["loss"].to_numpy(float) for _, g in ok.groupby("C")]
     budgets = np.array(sorted(ok["C"].unique()), float)
     if len(budgets) < 3:
-        return np.array([])
+        return np.empty((0, 2))
     rng = np.random.default_rng(seed)
     log_c = np.log(budgets)
-    samples = np.empty(n_boot)
+    samples = np.empty((n_boot, 2))
     for i in range(n_boot):
         best = [rng.choice(g, size=len(g)).min() for g in groups]
-        samples[i] = np.polyfit(log_c, np.log(best), 1)[0]
+        exponent, log_coef = np.polyfit(log_c, np.log(best), 1)
+        samples[i] = (np.exp(log_coef), exponent)
     return samples
+
+
+def frontier_exponent_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """The exponents of `frontier_samples`."""
+    return frontier_samples(runs, n_boot, seed)[:, 1]
 
 
 def compare(runs: pd.DataFrame, reference: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -467,7 +538,9 @@ def reference_variant(names) -> str:
 def summary_lines(result: dict) -> list[str]:
     lines = []
     for name, v in result["variants"].items():
-        parts = [name]
+        settings = v.get("settings", {})
+        parts = [name + (f" ({settings['parametrization']}, lr {settings['lr']:.3g})"
+                         if "parametrization" in settings else "")]
         for method in ("isoflop", "envelope"):
             f = v[method]
             parts.append(f"{method}: " + (f"a={f['a']:.3f} b={f['b']:.3f} "
@@ -494,12 +567,77 @@ def summary_lines(result: dict) -> list[str]:
 # -- what Snakemake asks of the phase --------------------------------------------------------------
 @dataclass(frozen=True)
 class PhaseFiles:
-    """The input and params functions of the phase's rules (workflow/rules/variants.smk), kept
-    here so that the rule file holds rules only; their resources come from scalinglab.resources."""
+    """The file names, input and params functions of the phase's rules
+    (workflow/rules/variants.smk), kept here so that the rule file holds rules only; their
+    resources come from scalinglab.resources.
+
+    Every path follows from `variants.name`; with the default name, `variants`, they are the
+    architecture study's (results/variants/, results/fits/variants.json, ...), and the logs and
+    benchmarks keep their folders (results/logs/<rule>/...). Another name gets its own folders,
+    its logs under results/logs/<name>/.
+    """
 
     cfg: object
     table: pd.DataFrame
-    runs_dir: str
+
+    @classmethod
+    def of(cls, cfg) -> PhaseFiles:
+        return cls(cfg, plan(cfg))
+
+    @property
+    def name(self) -> str:
+        return self.cfg.variants.name
+
+    @property
+    def tables_dir(self) -> str:
+        """plan.csv, runs.csv, curves.csv"""
+        return f"results/{self.name}"
+
+    @property
+    def runs_dir(self) -> str:
+        return f"results/runs/{self.name}"
+
+    @property
+    def specs_dir(self) -> str:
+        return f"results/specs/{self.name}"
+
+    @property
+    def fit_json(self) -> str:
+        return f"results/fits/{self.name}.json"
+
+    def figure(self, kind: str = "") -> str:
+        """`results/figures/<name>.png` (the frontier figure) or `<name>_<kind>.png`."""
+        return f"results/figures/{self.name}{'_' + kind if kind else ''}.png"
+
+    def _side_dir(self, kind: str) -> str:
+        return f"results/{kind}" + ("" if self.name == PHASE else f"/{self.name}")
+
+    @property
+    def logs_dir(self) -> str:
+        return self._side_dir("logs")
+
+    @property
+    def benchmarks_dir(self) -> str:
+        return self._side_dir("benchmarks")
+
+    @property
+    def category(self) -> str:
+        """The report's category of the figures."""
+        return "Architecture variants" if self.name == PHASE else self.name
+
+    @property
+    def targets(self) -> list[str]:
+        """What `rule all` asks of the phase: nothing when it is off."""
+        if not self.cfg.variants.enabled:
+            return []
+        return [f"{self.tables_dir}/plan.csv", f"{self.tables_dir}/runs.csv", self.fit_json,
+                self.figure(), self.figure("envelope"), self.figure("isoflop")]
+
+    @property
+    def reference_args(self) -> str:
+        """`--reference NAME` for variants-fit when the config names one, else nothing."""
+        ref = self.cfg.variants.reference
+        return f"--reference {ref}" if ref else ""
 
     def _trained(self) -> pd.DataFrame:
         return self.table[self.table["reason"] == ""] if not self.table.empty else self.table
