@@ -1,13 +1,33 @@
-"""Small builders shared by the tests: a token folder and a series spec for a tiny model."""
+"""Small builders shared by the tests: a token folder, a series spec for a tiny model, and a
+Snakemake run of the workflow in a folder of its own."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The project's Snakefile run in `workdir`, its jobs on this interpreter's PATH."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the "Job stats" table of a (dry) run's output."""
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 def write_token_dir(folder: Path, vocab: int = 64, n_train: int = 40_000, n_val: int = 4_000,

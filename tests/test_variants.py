@@ -203,7 +203,8 @@ def synthetic_runs(E: float, A: float, name: str) -> pd.DataFrame:
                          "loss": E + A / N**ALPHA + 410.0 / D**BETA, "n_layer": 2,
                          "n_embd": 16 * (j + 1), "N_nonembedding": 4 * N, "N_total": 5 * N,
                          "attention": "softmax", "feature_map": "elu", "mlp": "dense",
-                         "n_experts": 1, "moe_top_k": 1, "moe_aux_coef": 0.01})
+                         "n_experts": 1, "moe_top_k": 1, "moe_aux_coef": 0.01,
+                         "parametrization": "sp", "lr": 3e-3})
     return pd.DataFrame(rows)
 
 

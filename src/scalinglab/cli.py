@@ -48,7 +48,10 @@ def _other_phase_lines(cfg) -> list[str]:
     table = variants.plan(cfg)
     if len(table):
         kept = table[table["reason"] == ""]
-        lines.append(f"variants: {len(kept)} branches to train, {kept['C_actual'].sum():.3g} FLOPs")
+        lines.append(f"variants ({cfg.variants.name}): {len(kept)} branches to train, "
+                     f"{kept['C_actual'].sum():.3g} FLOPs "
+                     f"({variants.training_flops(cfg, table):.3g} trained: the branches share "
+                     "their series' stable run)")
     return lines
 
 

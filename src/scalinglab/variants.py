@@ -2,12 +2,20 @@
 
 Hunyuan-Large (arXiv:2411.02265) ran IsoFLOP profiles for mixture-of-experts models against
 ACTIVE parameters; MiniMax-01 (arXiv:2501.08313) compared lightning (linear) attention with
-softmax attention by their loss-compute curves. Both questions are this phase: every variant in
+softmax attention by their loss-compute curves; Cerebras-GPT (arXiv:2304.03208) compared SP with
+muP along its compute ladder. All three questions are this phase: every variant in
 `variants.models` (a name plus `GPTConfig` settings: `attention`, `feature_map`, `mlp`,
-`n_experts`, `moe_top_k`, `moe_aux_coef`) trains the ladder `variants.sizes` on the budgets
-`variants.budgets` (empty: `model.sizes` / `isoflop.budgets`) with the study's parametrization,
-training and schedule, by the same series specs, `train-stable` / `decay-branch` jobs and WSD
-rewind branches as the base IsoFLOP phase (`study.series_spec`).
+`n_experts`, `moe_top_k`, `moe_aux_coef`, and its own `parametrization` and peak `lr`, by default
+the study's `parametrization.name` and `training.lr`) trains the ladder `variants.sizes` on the
+budgets `variants.budgets` (empty: `model.sizes` / `isoflop.budgets`) with the study's training
+and schedule, by the same series specs, `train-stable` / `decay-branch` jobs and WSD rewind
+branches as the base IsoFLOP phase (`study.series_spec`).
+
+`variants.name` names the phase's outputs (`PhaseFiles`): `results/fits/<name>.json`,
+`results/figures/<name>.png` (loss against compute with each variant's frontier law and its
+residuals), `<name>_envelope.png`, `<name>_isoflop.png`, runs under `results/runs/<name>/`.
+The default, `variants`, gives the architecture study's paths; workflow/configs/sp_vs_mup.yaml
+names it `sp_vs_mup`. One study runs one such phase at a time.
 
 Counting (see `scalinglab.flops`): the table's `N` is the ACTIVE non-embedding parameter count
 (`ModelCounts.N_active`: k experts and the router per MoE layer), the axis of both fits and of
@@ -35,10 +43,25 @@ import pandas as pd
 
 from scalinglab.errors import UserError
 from scalinglab.linear_attention import FEATURE_MAPS
+from scalinglab.parametrization import PARAMETRIZATIONS
 
 PHASE = "variants"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
-SETTINGS = ("attention", "feature_map", "mlp", "n_experts", "moe_top_k", "moe_aux_coef")
+PHASE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# The variant settings that are GPTConfig fields, and those that set how the runs train (kept in
+# the run's spec as `parametrization.name` and `training.lr`, and in runs.csv as their columns).
+MODEL_SETTINGS = ("attention", "feature_map", "mlp", "n_experts", "moe_top_k", "moe_aux_coef")
+RUN_SETTINGS = ("parametrization", "lr")
+SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
+# Names the other phases' outputs already use (results/<x>/, results/fits/<x>.json,
+# results/figures/<x>.png, results/runs/<x>/, results/specs/<x>/): `variants.name` may not take
+# them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
+RESERVED_NAMES = (
+    "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
+    "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer", "metrics",
+    "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study", "validation",
+    "wsd_vs_cosine",
+)
 
 
 def _positive(doc: str) -> dict:
@@ -60,6 +83,21 @@ class VariantConfig:
     moe_aux_coef: float = field(
         default=0.01, metadata={"doc": "weight of the load-balancing loss", "min": 0}
     )
+    parametrization: str | None = field(
+        default=None, metadata={"doc": "sp | mup (null: the study's parametrization.name)",
+                                "choices": PARAMETRIZATIONS}
+    )
+    lr: float | None = field(
+        default=None, metadata=_positive("peak learning rate (null: training.lr)")
+    )
+
+    def configured(self) -> dict:
+        """The variant as written in the config: settings left unset (null) are not listed, so
+        that a variant without overrides keeps the spec, hence the runs, it had before they
+        existed. What its runs use is in the spec's `parametrization` and `training`."""
+        from scalinglab.config import to_dict
+
+        return {k: v for k, v in to_dict(self).items() if not (k in RUN_SETTINGS and v is None)}
 
 
 @dataclass(frozen=True)
@@ -77,8 +115,19 @@ class VariantsConfig:
     """The architecture-variants phase (off unless `enabled`)."""
 
     enabled: bool = field(default=False, metadata={"doc": "run the architecture-variants phase"})
+    name: str = field(
+        default=PHASE,
+        metadata={"doc": "names the outputs: results/fits/NAME.json, results/figures/NAME*.png, "
+                         "results/runs/NAME/ (lower-case letters, digits, _)"},
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={"doc": "the variant the others are compared with (null: dense if listed, "
+                         "else the first listed)"},
+    )
     models: tuple[VariantConfig, ...] = field(
-        default=(), metadata={"doc": "the variants compared, each trained on the whole ladder"}
+        default=(), metadata={"doc": "the variants compared (architecture, parametrization, "
+                                     "peak LR), each trained on the whole ladder"}
     )
     sizes: tuple[VariantSize, ...] = field(
         default=(), metadata={"doc": "the ladder of every variant (empty: model.sizes)"}
@@ -89,8 +138,17 @@ class VariantsConfig:
     )
 
     def __post_init__(self) -> None:
-        # checks within the section; those against other sections are in `check_config`
+        # checks within the section; those against other sections are in `plan`
+        if not PHASE_NAME_PATTERN.match(self.name):
+            raise UserError(f"variants.name: {self.name!r} must be lower-case letters, digits "
+                            "and _, starting with a letter")
+        if self.name in RESERVED_NAMES:
+            raise UserError(f"variants.name: {self.name!r} is taken by another phase's outputs "
+                            f"(results/{self.name}...); choose another name")
         names = [m.name for m in self.models]
+        if self.reference is not None and self.reference not in names:
+            raise UserError(f"variants.reference: {self.reference!r} is not a variant of "
+                            f"variants.models ({', '.join(names) or 'none listed'})")
         for i, model in enumerate(self.models):
             key = f"variants.models[{i}]"
             if not NAME_PATTERN.match(model.name):
@@ -101,6 +159,12 @@ class VariantsConfig:
             if model.moe_top_k > model.n_experts:
                 raise UserError(f"{key}.moe_top_k: {model.moe_top_k} is more than "
                                 f"n_experts={model.n_experts}")
+            # from_dict checks these already; a VariantConfig built in code is checked here
+            if model.parametrization not in (None, *PARAMETRIZATIONS):
+                raise UserError(f"{key}.parametrization: {model.parametrization!r} is not one "
+                                f"of {', '.join(PARAMETRIZATIONS)}")
+            if model.lr is not None and not model.lr > 0:
+                raise UserError(f"{key}.lr: must be > 0, got {model.lr!r}")
         for i, size in enumerate(self.sizes):
             if size.n_embd % size.n_head:
                 raise UserError(f"variants.sizes[{i}]: n_head={size.n_head} does not divide "
@@ -121,18 +185,48 @@ def budgets(cfg) -> tuple[float, ...]:
     return cfg.variants.budgets or cfg.isoflop.budgets
 
 
+def run_config(cfg, variant: VariantConfig):
+    """The study config as `variant`'s runs see it: its parametrization and its peak LR (the
+    study's where the variant sets none); everything else of `parametrization` is shared."""
+    name = variant.parametrization or cfg.parametrization.name
+    lr = cfg.training.lr if variant.lr is None else variant.lr
+    return replace(cfg, parametrization=replace(cfg.parametrization, name=name),
+                   training=replace(cfg.training, lr=lr))
+
+
 def gpt_config(cfg, variant: VariantConfig, size):
-    """The base model of `size` under the study's parametrization, turned into `variant`."""
+    """The base model of `size` under the variant's parametrization, turned into `variant`."""
     from scalinglab import study
 
-    return replace(study.gpt_config(cfg, size), **{k: getattr(variant, k) for k in SETTINGS})
+    return replace(study.gpt_config(run_config(cfg, variant), size),
+                   **{k: getattr(variant, k) for k in MODEL_SETTINGS})
 
 
 def series_id(variant: VariantConfig, cfg, size) -> str:
     from scalinglab import study
 
-    return f"{variant.name}-" + study.series_id(cfg.parametrization.name, size,
-                                                cfg.training.lr, cfg.training.batch_size)
+    run = run_config(cfg, variant)
+    return f"{variant.name}-" + study.series_id(run.parametrization.name, size,
+                                                run.training.lr, run.training.batch_size)
+
+
+def check_widths(cfg) -> None:
+    """Every muP variant needs each ladder width to be a whole multiple of base_width (m >= 1
+    and whole: the base is the proxy the LR was tuned on, as in `lr_transfer.check_config`)."""
+    base = cfg.parametrization.base_width
+    sizes_key = "variants.sizes" if cfg.variants.sizes else "model.sizes"
+    for j, variant in enumerate(cfg.variants.models):
+        if run_config(cfg, variant).parametrization.name != "mup":
+            continue
+        why = (f"variant {variant.name} is muP (variants.models[{j}].parametrization or "
+               "parametrization.name)")
+        for i, size in enumerate(ladder(cfg)):
+            if size.n_embd < base:
+                raise UserError(f"{sizes_key}[{i}]: {why} and needs n_embd >= "
+                                f"parametrization.base_width={base}, got {size.n_embd}")
+            if size.n_embd % base:
+                raise UserError(f"{sizes_key}[{i}]: {why}; parametrization.base_width={base} "
+                                f"does not divide n_embd={size.n_embd}")
 
 
 def plan(cfg) -> pd.DataFrame:
@@ -145,12 +239,14 @@ def plan(cfg) -> pd.DataFrame:
 
     if not cfg.variants.enabled:
         return pd.DataFrame()
+    check_widths(cfg)
     labels = [study.budget_label(b) for b in budgets(cfg)]
     if len(set(labels)) != len(labels):
         raise UserError("variants.budgets: two budgets share the same label (listed twice?)")
     tokens_per_step = study.batch_tokens(cfg)
     rows = []
     for variant in cfg.variants.models:
+        run = run_config(cfg, variant)
         for size in ladder(cfg):
             counts = model_counts(gpt_config(cfg, variant, size), cfg.flops.convention)
             sid = series_id(variant, cfg, size)
@@ -164,9 +260,9 @@ def plan(cfg) -> pd.DataFrame:
                 tokens = steps * tokens_per_step
                 rows.append({
                     "phase": PHASE, "variant": variant.name, "series_id": sid, "label": label,
-                    "run_id": f"{sid}_{label}", "parametrization": cfg.parametrization.name,
+                    "run_id": f"{sid}_{label}", "parametrization": run.parametrization.name,
                     "n_layer": size.n_layer, "n_embd": size.n_embd, "n_head": size.n_head,
-                    "lr": cfg.training.lr, "batch_size": cfg.training.batch_size,
+                    "lr": run.training.lr, "batch_size": cfg.training.batch_size,
                     "schedule": study.schedule_name(cfg),
                     "N": counts.N_active, "N_active": counts.N_active,
                     "N_nonembedding": counts.N, "N_total": counts.N_total,
@@ -187,9 +283,25 @@ def plan(cfg) -> pd.DataFrame:
     return table
 
 
+def training_flops(cfg, table: pd.DataFrame) -> float:
+    """FLOPs the phase trains: each series' stable run (to its last trained branch point) plus
+    every trained branch's decay; less than the branches' budgets summed, which count the
+    shared stable part once per branch."""
+    from scalinglab import study
+
+    trained = table[table["reason"] == ""]
+    if trained.empty:
+        return 0.0
+    per_token = trained["flops_per_token"] * study.batch_tokens(cfg)
+    stable = (trained["stable_steps"] * per_token).groupby(trained["series_id"]).first().sum()
+    decays = ((trained["steps"] - trained["decay_start"]) * per_token).sum()
+    return float(stable + decays)
+
+
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec file of one series, in the format `train.train_stable` / `decay_branch` read:
-    `study.series_spec` with the variant's model settings and counts."""
+    `study.series_spec` under the variant's parametrization and LR (`run_config`), with its
+    model settings and counts."""
     from scalinglab import study
     from scalinglab.config import to_dict
 
@@ -199,21 +311,23 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     first = rows.iloc[0]
     variant = next(v for v in cfg.variants.models if v.name == first.variant)
     size = VariantSize(int(first.n_layer), int(first.n_embd), int(first.n_head))
-    spec = study.series_spec(cfg, rows, sid)
+    spec = study.series_spec(run_config(cfg, variant), rows, sid)
     spec["model"] = to_dict(gpt_config(cfg, variant, size))
-    spec["variant"] = to_dict(variant)
+    spec["variant"] = variant.configured()
     spec["N_active"] = int(first.N_active)
     spec["N_nonembedding"] = int(first.N_nonembedding)
     return spec
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-EXTRA_COLUMNS = ("variant", "N_active", "N_nonembedding", *SETTINGS)
+EXTRA_COLUMNS = ("variant", "N_active", "N_nonembedding", *MODEL_SETTINGS)
 
 
 def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`metrics.collect`'s runs and curves tables with the columns `EXTRA_COLUMNS` added: the
-    variant's name, counts and settings (`N` is already the active count: the specs carry it)."""
+    variant's name, counts and model settings (`N` is already the active count: the specs carry
+    it). The runs table has `parametrization` and `lr` already, read from the spec the run
+    trained with."""
     from scalinglab.metrics import collect as collect_runs
 
     runs, curves = collect_runs(stable_jsons, branch_jsons)
@@ -224,7 +338,7 @@ def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise UserError(f"{path}: not a run of the variants phase (no 'variant' in its spec)")
         v = spec["variant"]
         info[spec["series_id"]] = (v["name"], spec["N_active"], spec["N_nonembedding"],
-                                   *(v[k] for k in SETTINGS))
+                                   *(v[k] for k in MODEL_SETTINGS))
     for table in (runs, curves):
         for j, column in enumerate(EXTRA_COLUMNS):
             table.insert(1 + j, column, [info[s][j] for s in table["series_id"]])
@@ -292,22 +406,49 @@ def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     boot = (laws.bootstrap_envelope(run, C, N, loss, D, n_boot=min(n_boot, 200), seed=seed)
             if env else None)
     out["envelope"] = _allocation(env, boot) if env else {"error": err}
-    if env:
-        frontier = [(b.C, b.loss_opt) for b in env.budgets]
-        law, err = _attempt(laws.fit_power_law, *zip(*frontier, strict=True))
-        out["loss_law"] = ({"form": "L_opt = coef * C^exponent (envelope minima)",
-                            "coef": law.coef, "exponent": law.exponent,
-                            "n_points": law.n_points} if law else {"error": err})
-    else:
-        out["loss_law"] = {"error": "no envelope"}
+    out["loss_law"] = (loss_law(ok, env, n_boot=n_boot, seed=seed) if env
+                       else {"error": "no envelope"})
     return out
 
 
-def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """The content of `results/fits/variants.json` from `collect`'s runs table: per variant its
-    settings, counts and `fit_variant`, variants in name order."""
+def loss_law(runs: pd.DataFrame, env, *, n_boot: int, seed: int) -> dict:
+    """The compute frontier's law L_opt = coef·C^exponent through the envelope's minima (least
+    squares in log-log), its bootstrap 95% intervals (`frontier_samples`: each budget's runs
+    resampled) and each minimum's relative residual L_opt / law(C) - 1 (the figure's lower
+    panel)."""
+    from scalinglab import laws
+
+    c, loss = (np.array(v, float) for v in zip(*[(b.C, b.loss_opt) for b in env.budgets],
+                                               strict=True))
+    law, err = _attempt(laws.fit_power_law, c, loss)
+    if law is None:
+        return {"error": err}
+    fitted = law.coef * c ** law.exponent
+    out = {"form": "L_opt = coef * C^exponent (envelope minima)", "coef": law.coef,
+           "exponent": law.exponent, "n_points": law.n_points,
+           "points": [{"C": float(x), "loss_opt": float(y), "fitted": float(f),
+                       "relative_residual": float(y / f - 1)}
+                      for x, y, f in zip(c, loss, fitted, strict=True)],
+           "ci": None}
+    samples = frontier_samples(runs, n_boot, seed)
+    if len(samples):
+        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+        out["ci"] = {"coef": [float(low[0]), float(high[0])],
+                     "exponent": [float(low[1]), float(high[1])], "n_boot": len(samples)}
+    return out
+
+
+def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+        reference: str | None = None) -> dict:
+    """The content of `results/fits/<name>.json` from `collect`'s runs table: per variant its
+    settings (model settings, parametrization, peak LR), counts and `fit_variant`, variants in
+    name order, and with two or more variants the `comparison` of each with `reference`
+    (None: `reference_variant`)."""
     if runs.empty:
         raise UserError("variants-fit: no runs given")
+    if reference is not None and reference not in set(runs["variant"]):
+        raise UserError(f"variants-fit: reference {reference!r} is not a variant of the runs "
+                        f"({', '.join(sorted(runs['variant'].unique()))})")
     result = {
         "parameter_axis": "N = active non-embedding parameters (scalinglab.flops.N_active); "
                           "tokens_per_param = D_opt / N_opt per active parameter",
@@ -325,27 +466,35 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
         entry.update(fit_variant(rows, n_boot=n_boot, seed=seed))
         result["variants"][str(name)] = entry
     if runs["variant"].nunique() > 1:
-        result["comparison"] = compare(runs, reference_variant(runs["variant"].unique()),
-                                       n_boot=n_boot, seed=seed)
+        result["comparison"] = compare(
+            runs, reference or reference_variant(runs["variant"].unique()), n_boot=n_boot,
+            seed=seed)
     return result
 
 
-def frontier_exponent_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap samples of the exponent of L_opt = coef·C^exponent, where L_opt is the lowest final
-    loss at each budget: the runs of each budget are resampled with replacement, so a budget whose
-    minimum rests on one lucky run gets a wide interval."""
+def frontier_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap samples (n_boot, 2) of (coef, exponent) of L_opt = coef·C^exponent, where L_opt
+    is the lowest final loss at each budget: the runs of each budget are resampled with
+    replacement, so a budget whose minimum rests on one lucky run gets a wide interval. Empty
+    with fewer than 3 budgets."""
     ok = runs[np.isfinite(runs["loss"])]
     groups = [g["loss"].to_numpy(float) for _, g in ok.groupby("C")]
     budgets = np.array(sorted(ok["C"].unique()), float)
     if len(budgets) < 3:
-        return np.array([])
+        return np.empty((0, 2))
     rng = np.random.default_rng(seed)
     log_c = np.log(budgets)
-    samples = np.empty(n_boot)
+    samples = np.empty((n_boot, 2))
     for i in range(n_boot):
         best = [rng.choice(g, size=len(g)).min() for g in groups]
-        samples[i] = np.polyfit(log_c, np.log(best), 1)[0]
+        exponent, log_coef = np.polyfit(log_c, np.log(best), 1)
+        samples[i] = (np.exp(log_coef), exponent)
     return samples
+
+
+def frontier_exponent_samples(runs: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """The exponents of `frontier_samples`."""
+    return frontier_samples(runs, n_boot, seed)[:, 1]
 
 
 def compare(runs: pd.DataFrame, reference: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -389,7 +538,9 @@ def reference_variant(names) -> str:
 def summary_lines(result: dict) -> list[str]:
     lines = []
     for name, v in result["variants"].items():
-        parts = [name]
+        settings = v.get("settings", {})
+        parts = [name + (f" ({settings['parametrization']}, lr {settings['lr']:.3g})"
+                         if "parametrization" in settings else "")]
         for method in ("isoflop", "envelope"):
             f = v[method]
             parts.append(f"{method}: " + (f"a={f['a']:.3f} b={f['b']:.3f} "
@@ -397,7 +548,9 @@ def summary_lines(result: dict) -> list[str]:
                                           if "error" not in f else f"failed ({f['error']})"))
         law = v["loss_law"]
         if "error" not in law:
-            parts.append(f"L_opt ~ C^{law['exponent']:.3f}")
+            ci = law.get("ci")
+            parts.append(f"L_opt ~ C^{law['exponent']:.3f}" + (
+                f" [{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}]" if ci else ""))
         lines.append("; ".join(parts))
     comparison = result.get("comparison")
     if comparison:
@@ -414,12 +567,77 @@ def summary_lines(result: dict) -> list[str]:
 # -- what Snakemake asks of the phase --------------------------------------------------------------
 @dataclass(frozen=True)
 class PhaseFiles:
-    """The input and params functions of the phase's rules (workflow/rules/variants.smk), kept
-    here so that the rule file holds rules only; their resources come from scalinglab.resources."""
+    """The file names, input and params functions of the phase's rules
+    (workflow/rules/variants.smk), kept here so that the rule file holds rules only; their
+    resources come from scalinglab.resources.
+
+    Every path follows from `variants.name`; with the default name, `variants`, they are the
+    architecture study's (results/variants/, results/fits/variants.json, ...), and the logs and
+    benchmarks keep their folders (results/logs/<rule>/...). Another name gets its own folders,
+    its logs under results/logs/<name>/.
+    """
 
     cfg: object
     table: pd.DataFrame
-    runs_dir: str
+
+    @classmethod
+    def of(cls, cfg) -> PhaseFiles:
+        return cls(cfg, plan(cfg))
+
+    @property
+    def name(self) -> str:
+        return self.cfg.variants.name
+
+    @property
+    def tables_dir(self) -> str:
+        """plan.csv, runs.csv, curves.csv"""
+        return f"results/{self.name}"
+
+    @property
+    def runs_dir(self) -> str:
+        return f"results/runs/{self.name}"
+
+    @property
+    def specs_dir(self) -> str:
+        return f"results/specs/{self.name}"
+
+    @property
+    def fit_json(self) -> str:
+        return f"results/fits/{self.name}.json"
+
+    def figure(self, kind: str = "") -> str:
+        """`results/figures/<name>.png` (the frontier figure) or `<name>_<kind>.png`."""
+        return f"results/figures/{self.name}{'_' + kind if kind else ''}.png"
+
+    def _side_dir(self, kind: str) -> str:
+        return f"results/{kind}" + ("" if self.name == PHASE else f"/{self.name}")
+
+    @property
+    def logs_dir(self) -> str:
+        return self._side_dir("logs")
+
+    @property
+    def benchmarks_dir(self) -> str:
+        return self._side_dir("benchmarks")
+
+    @property
+    def category(self) -> str:
+        """The report's category of the figures."""
+        return "Architecture variants" if self.name == PHASE else self.name
+
+    @property
+    def targets(self) -> list[str]:
+        """What `rule all` asks of the phase: nothing when it is off."""
+        if not self.cfg.variants.enabled:
+            return []
+        return [f"{self.tables_dir}/plan.csv", f"{self.tables_dir}/runs.csv", self.fit_json,
+                self.figure(), self.figure("envelope"), self.figure("isoflop")]
+
+    @property
+    def reference_args(self) -> str:
+        """`--reference NAME` for variants-fit when the config names one, else nothing."""
+        ref = self.cfg.variants.reference
+        return f"--reference {ref}" if ref else ""
 
     def _trained(self) -> pd.DataFrame:
         return self.table[self.table["reason"] == ""] if not self.table.empty else self.table

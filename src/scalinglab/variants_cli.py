@@ -72,7 +72,8 @@ def _collect(args) -> None:
 def _fit(args) -> None:
     from scalinglab import atomic, variants
 
-    result = variants.fit(_read_csv(args.runs), n_boot=args.bootstrap, seed=args.seed)
+    result = variants.fit(_read_csv(args.runs), n_boot=args.bootstrap, seed=args.seed,
+                          reference=args.reference)
     atomic.write_json(args.out, variants.finite_or_none(result))
     for line in variants.summary_lines(result):
         print(line)
@@ -82,7 +83,8 @@ def _plot(args) -> None:
     from scalinglab import variants_plots
 
     runs, result = _read_csv(args.runs), _read_json(args.fit)
-    draw = {"envelope": variants_plots.envelope_figure,
+    draw = {"frontier": variants_plots.frontier_figure,
+            "envelope": variants_plots.envelope_figure,
             "isoflop": variants_plots.isoflop_figure}[args.figure]
     draw(runs, result, args.out)
 
@@ -128,10 +130,14 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="fit JSON")
     p.add_argument("--bootstrap", type=int, default=1000, help="replicates for the intervals")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", help="the variant the others are compared with "
+                   "(default: dense if present, else the first by name)")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("variants-plot", help="draw a variants figure")
-    p.add_argument("figure", choices=("envelope", "isoflop"))
+    p.add_argument("figure", choices=("frontier", "envelope", "isoflop"),
+                   help="frontier: loss against compute, each variant's frontier law and its "
+                        "residuals; envelope: Method 1; isoflop: Method 2")
     p.add_argument("--runs", required=True, help="runs.csv from variants-collect")
     p.add_argument("--fit", required=True, help="variants.json")
     p.add_argument("--out", required=True)

@@ -1,5 +1,8 @@
-"""The architecture-variants figures, drawn from results/variants/runs.csv and variants.json.
+"""The variants phase's figures, drawn from results/<name>/runs.csv and <name>.json.
 
+- `frontier_figure`: loss against compute for every run of every variant, each variant's compute
+  frontier (the lowest loss per budget) with its fitted law L_opt = coef·C^exponent, and below it
+  the frontier's relative residuals from that law (SP against muP: results/figures/sp_vs_mup.png).
 - `envelope_figure`: final loss against compute for every run of every variant, each variant's
   lower envelope (the best size per budget, Method 1) and a power law through it.
 - `isoflop_figure`: one IsoFLOP panel per variant (loss against ACTIVE parameters per budget,
@@ -16,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 
 from scalinglab import atomic  # noqa: E402
 
@@ -40,6 +43,65 @@ def _budget_ticks(ax, budgets) -> None:
     """Label the budgets themselves: a few budgets within a decade get no log-axis label."""
     ax.set_xticks(list(budgets), [f"{c:.2g}" for c in budgets])
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _variant_label(name: str, v: dict) -> str:
+    settings = v.get("settings", {})
+    if "parametrization" not in settings:
+        return name
+    return f"{name} ({settings['parametrization']}, lr {settings['lr']:.2g})"
+
+
+def frontier_figure(runs: pd.DataFrame, result: dict, out: str) -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, (ax, res_ax) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
+                                     gridspec_kw={"height_ratios": [3, 1.2]})
+    variants = result["variants"]
+    colors = _colors(variants)
+    c_all = runs["C"].to_numpy(float)
+    grid = np.geomspace(c_all.min() / 1.3, c_all.max() * 1.3, 50)
+    # residual markers side by side at each budget, so that equal values stay visible
+    shifts = np.geomspace(0.95, 1.05, len(variants)) if len(variants) > 1 else [1.0]
+    for shift, (name, v) in zip(shifts, variants.items(), strict=True):
+        color = colors[name]
+        rows = runs[runs["variant"] == name]
+        ax.plot(rows["C"], rows["loss"], "o", color=color, alpha=0.3, ms=5)
+        law = v.get("loss_law", {})
+        if not _ok(law):
+            ax.plot([], [], "o", color=color,
+                    label=f"{_variant_label(name, v)}: no frontier law ({law.get('error')})")
+            continue
+        points = pd.DataFrame(law["points"])
+        ci = law.get("ci")
+        text = f"L_opt = {law['coef']:.3g}·C^{law['exponent']:.3f}"
+        if ci:
+            text += f" [{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}]"
+        ax.plot(grid, law["coef"] * grid ** law["exponent"], "--", color=color, lw=1.3)
+        ax.plot(points["C"], points["loss_opt"], "s", color=color, ms=8, mec="black",
+                label=f"{_variant_label(name, v)}: {text}")
+        res_ax.plot(points["C"] * shift, 100 * points["relative_residual"], "s-", color=color,
+                    ms=7, mec="black", lw=1.0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
+    ax.set_ylabel("final validation loss")
+    title = "Loss against compute: each variant's frontier and its law"
+    comparison = result.get("comparison")
+    if comparison:
+        for name, c in comparison["variants"].items():
+            diff = c.get("exponent_difference")
+            if diff:
+                title += (f"\n{name} - {comparison['reference']}: exponent "
+                          f"{diff['value']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
+                          f", {c['verdict']}")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    res_ax.axhline(0.0, color="black", lw=0.8)
+    res_ax.set_xscale("log")
+    _budget_ticks(res_ax, sorted(runs["C"].unique()))
+    res_ax.set_xlabel("compute C (FLOPs)")
+    res_ax.set_ylabel("frontier residual (%)")
+    _save(fig, out)
 
 
 def envelope_figure(runs: pd.DataFrame, result: dict, out: str) -> None:

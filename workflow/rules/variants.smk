@@ -1,25 +1,22 @@
-# Architecture variants compared by their scaling curves (MoE on active parameters, linear
-# attention). The run table and its ids come from scalinglab.variants; each series is trained by
-# the same train-stable / decay-branch verbs as the IsoFLOP phase, with WSD rewind branches.
+# Architecture variants (MoE on active parameters, linear attention) or parametrizations (SP
+# against muP) compared by their scaling curves. The run table, its ids and every file name (from
+# variants.name: results/fits/<name>.json, results/figures/<name>*.png, results/runs/<name>/) come
+# from scalinglab.variants; each series is trained by the same train-stable / decay-branch verbs
+# as the IsoFLOP phase, with WSD rewind branches.
 from scalinglab import variants
 
-VARIANTS = variants.PhaseFiles(STUDY, variants.plan(STUDY), "results/runs/variants")
+VARIANTS = variants.PhaseFiles.of(STUDY)
 VARIANTS_DIR = VARIANTS.runs_dir
+VARIANTS_TABLES = VARIANTS.tables_dir
+VARIANTS_SPECS = VARIANTS.specs_dir
+VARIANTS_LOGS = VARIANTS.logs_dir
+VARIANTS_BENCHMARKS = VARIANTS.benchmarks_dir
 VARIANTS_LABELS = VARIANTS.labels
 VARIANT_STABLE = training_resources(VARIANTS.spec, data_parallel=True)
 VARIANT_BRANCH = training_resources(
     VARIANTS.spec, label_wildcard="vlabel", data_parallel=True
 )
-
-VARIANT_TARGETS = []
-if STUDY.variants.enabled:
-    VARIANT_TARGETS += [
-        "results/variants/plan.csv",
-        "results/variants/runs.csv",
-        "results/fits/variants.json",
-        "results/figures/variants_envelope.png",
-        "results/figures/variants_isoflop.png",
-    ]
+VARIANT_TARGETS = VARIANTS.targets
 
 
 rule plan_variants:
@@ -27,9 +24,9 @@ rule plan_variants:
         spec="results/specs/study.json",
         meta=f"{TOKENS_DIR}/meta.json",
     output:
-        "results/variants/plan.csv",
+        f"{VARIANTS_TABLES}/plan.csv",
     log:
-        "results/logs/plan_variants.log",
+        f"{VARIANTS_LOGS}/plan_variants.log",
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -39,9 +36,9 @@ rule plan_variants:
 
 rule write_variant_spec:
     output:
-        "results/specs/variants/{vseries}.json",
+        f"{VARIANTS_SPECS}/{{vseries}}.json",
     log:
-        "results/logs/write_spec/variants/{vseries}.log",
+        f"{VARIANTS_LOGS}/write_spec/variants/{{vseries}}.log",
     wildcard_constraints:
         vseries=_one_of(VARIANTS.series),
     localrule: True
@@ -55,9 +52,9 @@ rule write_variant_spec:
 
 rule train_stable_variant:
     input:
-        spec="results/specs/variants/{vseries}.json",
+        spec=f"{VARIANTS_SPECS}/{{vseries}}.json",
         # the plan only gates training (epoch check); its timestamp must not retrain anything
-        plan=ancient("results/variants/plan.csv"),
+        plan=ancient(f"{VARIANTS_TABLES}/plan.csv"),
         train=f"{TOKENS_DIR}/train.bin",
         val=f"{TOKENS_DIR}/val.bin",
         meta=f"{TOKENS_DIR}/meta.json",
@@ -69,9 +66,9 @@ rule train_stable_variant:
             vlabel=VARIANTS_LABELS,
         ),
     log:
-        "results/logs/train_stable_variant/{vseries}.log",
+        f"{VARIANTS_LOGS}/train_stable_variant/{{vseries}}.log",
     benchmark:
-        "results/benchmarks/train_stable_variant/{vseries}.tsv"
+        f"{VARIANTS_BENCHMARKS}/train_stable_variant/{{vseries}}.tsv"
     wildcard_constraints:
         vseries=_one_of(VARIANTS.series),
     conda:
@@ -94,7 +91,7 @@ rule train_stable_variant:
 
 rule decay_branch_variant:
     input:
-        spec="results/specs/variants/{vseries}.json",
+        spec=f"{VARIANTS_SPECS}/{{vseries}}.json",
         checkpoint=f"{VARIANTS_DIR}/{{vseries}}/stable/branch-{{vlabel}}.pt",
         train=f"{TOKENS_DIR}/train.bin",
         val=f"{TOKENS_DIR}/val.bin",
@@ -103,9 +100,9 @@ rule decay_branch_variant:
         metrics=f"{VARIANTS_DIR}/{{vseries}}/{{vlabel}}/metrics.jsonl",
         run=f"{VARIANTS_DIR}/{{vseries}}/{{vlabel}}/run.json",
     log:
-        "results/logs/decay_branch_variant/{vseries}_{vlabel}.log",
+        f"{VARIANTS_LOGS}/decay_branch_variant/{{vseries}}_{{vlabel}}.log",
     benchmark:
-        "results/benchmarks/decay_branch_variant/{vseries}_{vlabel}.tsv"
+        f"{VARIANTS_BENCHMARKS}/decay_branch_variant/{{vseries}}_{{vlabel}}.tsv"
     wildcard_constraints:
         vseries=_one_of(VARIANTS.series),
         vlabel=_one_of(VARIANTS_LABELS),
@@ -133,10 +130,10 @@ rule collect_variant_metrics:
         stable=VARIANTS.stable_run_jsons,
         branches=VARIANTS.branch_run_jsons,
     output:
-        runs="results/variants/runs.csv",
-        curves="results/variants/curves.csv",
+        runs=f"{VARIANTS_TABLES}/runs.csv",
+        curves=f"{VARIANTS_TABLES}/curves.csv",
     log:
-        "results/logs/collect_variant_metrics.log",
+        f"{VARIANTS_LOGS}/collect_variant_metrics.log",
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -147,34 +144,35 @@ rule collect_variant_metrics:
 
 rule fit_variants:
     input:
-        runs="results/variants/runs.csv",
+        runs=f"{VARIANTS_TABLES}/runs.csv",
     output:
-        "results/fits/variants.json",
+        VARIANTS.fit_json,
     log:
-        "results/logs/fit_variants.log",
+        f"{VARIANTS_LOGS}/fit_variants.log",
     benchmark:
-        "results/benchmarks/fit_variants.tsv"
+        f"{VARIANTS_BENCHMARKS}/fit_variants.tsv"
     conda:
         "../envs/scalinglab.yaml"
     params:
         seed=STUDY.seed,
+        reference=VARIANTS.reference_args,
     shell:
         "python -m scalinglab variants-fit --runs {input.runs} --out {output}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} {params.reference} > {log} 2>&1"
 
 
 rule plot_variants_envelope:
     input:
-        runs="results/variants/runs.csv",
-        fit="results/fits/variants.json",
+        runs=f"{VARIANTS_TABLES}/runs.csv",
+        fit=VARIANTS.fit_json,
     output:
         report(
-            "results/figures/variants_envelope.png",
+            VARIANTS.figure("envelope"),
             caption="../report/variants_envelope.rst",
-            category="Architecture variants",
+            category=VARIANTS.category,
         ),
     log:
-        "results/logs/plot_variants_envelope.log",
+        f"{VARIANTS_LOGS}/plot_variants_envelope.log",
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -184,18 +182,37 @@ rule plot_variants_envelope:
 
 rule plot_variants_isoflop:
     input:
-        runs="results/variants/runs.csv",
-        fit="results/fits/variants.json",
+        runs=f"{VARIANTS_TABLES}/runs.csv",
+        fit=VARIANTS.fit_json,
     output:
         report(
-            "results/figures/variants_isoflop.png",
+            VARIANTS.figure("isoflop"),
             caption="../report/variants_isoflop.rst",
-            category="Architecture variants",
+            category=VARIANTS.category,
         ),
     log:
-        "results/logs/plot_variants_isoflop.log",
+        f"{VARIANTS_LOGS}/plot_variants_isoflop.log",
     conda:
         "../envs/scalinglab.yaml"
     shell:
         "python -m scalinglab variants-plot isoflop --runs {input.runs} --fit {input.fit}"
+        " --out {output} > {log} 2>&1"
+
+
+rule plot_variants_frontier:
+    input:
+        runs=f"{VARIANTS_TABLES}/runs.csv",
+        fit=VARIANTS.fit_json,
+    output:
+        report(
+            VARIANTS.figure(),
+            caption="../report/variants_frontier.rst",
+            category=VARIANTS.category,
+        ),
+    log:
+        f"{VARIANTS_LOGS}/plot_variants_frontier.log",
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab variants-plot frontier --runs {input.runs} --fit {input.fit}"
         " --out {output} > {log} 2>&1"
