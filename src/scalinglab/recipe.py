@@ -51,7 +51,7 @@ class ValidationConfig:
     """The validation run at a compute beyond every fitted budget (off unless `enabled`)."""
 
     enabled: bool = field(
-        default=False, metadata={"doc": "make the recipe and train the validation run"}
+        default=False, metadata={"doc": "train the validation run (the recipe is made either way)"}
     )
     compute_factor: float = field(
         default=4.0,
