@@ -11,15 +11,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """The project's Snakefile run in `workdir`, its jobs on this interpreter's PATH."""
+def snakemake(workdir: Path, *args: str, timeout: int = 900,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """The project's Snakefile run in `workdir`, its jobs on this interpreter's PATH, with `env`
+    added to the environment."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -81,3 +86,13 @@ def write_spec(path: Path, spec: dict) -> Path:
 
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Import it into a test module to run that module's tests on one torch thread."""
+    # tiny matmuls gain nothing from a second thread, and lose a lot when the cores are busy
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from helpers import REPO, write_token_dir
+from helpers import (
+    REPO,
+    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
+    write_token_dir,
+)
 from scalinglab import cli
 from scalinglab.coord_check import (
     MAX_FLAT_GROWTH,
@@ -39,17 +42,9 @@ def without_logit_multiplier(label, gpt_cfg):
     return gpt_cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls gain nothing from a second thread, and lose a lot when the cores are busy
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def table(one_thread) -> pd.DataFrame:
+def table(one_thread) -> pd.DataFrame:  # noqa: F811 (the fixture, requested so it runs first)
     pcfgs = {
         "sp": ParametrizationConfig("sp", base_width=64),
         "mup": ParametrizationConfig("mup", base_width=64),

@@ -11,21 +11,19 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
+from helpers import (
+    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
+    read_metrics,
+    tiny_spec,
+    write_spec,
+    write_token_dir,
+)
 from scalinglab import divergence, lr_transfer, metrics, plots, train
 from scalinglab.errors import UserError
 
 LN64 = math.log(64)  # tiny_spec's vocabulary
 BRANCHES = ((4, 6, "C0"), (16, 20, "C1"), (24, 30, "C2"))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls gain nothing from a second thread, and lose a lot when the cores are busy
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -4,20 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, job_counts, snakemake
 from scalinglab import critical_batch, hparams, wsd_vs_cosine
 from scalinglab.cli import merged_config
 from scalinglab.config import StudyConfig, from_dict
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # every phase of issue 6 on, tiny, over the smoke study (lr_transfer off to keep it short)
 TINY = """
 lr_transfer: {enabled: false}
@@ -50,11 +45,6 @@ validation:
 """
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1800):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
 
 def tiny(tmp_path: Path) -> tuple[list[str], StudyConfig]:
     path = tmp_path / "tiny.yaml"
@@ -63,11 +53,6 @@ def tiny(tmp_path: Path) -> tuple[list[str], StudyConfig]:
     cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), *files]))
     return files, cfg
 
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 def test_dry_run_plans_the_jobs_of_every_phase(tmp_path):
@@ -96,7 +81,8 @@ def test_tiny_study_of_every_phase_end_to_end(tmp_path):
     files, cfg = tiny(tmp_path)
     targets = ["results/fits/hparams.json", "results/fits/critical_batch.json",
                "results/fits/wsd_vs_cosine.json", "results/fits/validation.json"]
-    result = snakemake(tmp_path, "--cores", "2", "--configfile", *files, "--", *targets)
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", *files, "--", *targets,
+                       timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     for name in ("hparams", "critical_batch", "wsd_vs_cosine", "prediction"):
         figure = tmp_path / "results" / "figures" / f"{name}.png"

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import REPO, job_counts, snakemake
 from scalinglab import cli, lr_transfer
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
@@ -266,7 +261,6 @@ def test_cli_writes_fit_table_and_figure(tmp_path):
 
 
 # -- the workflow ----------------------------------------------------------------------------------
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY_PHASE = """
 lr_transfer:
   enabled: true
@@ -277,16 +271,6 @@ lr_transfer:
 """
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):

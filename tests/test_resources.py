@@ -2,15 +2,11 @@
 parameters; a GPU (and its model) only for a CUDA study; the preemption signal for every job."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import REPO, tiny_spec
+from helpers import REPO, snakemake, tiny_spec
 from scalinglab import critical_batch, hparams, lr_transfer, recipe, study, variants, wsd_vs_cosine
 from scalinglab.cli import merged_config
 from scalinglab.config import StudyConfig, from_dict
@@ -121,14 +117,8 @@ TRAINING_RULES = {
 RESOURCE_NAMES = ("runtime", "mem_mb", "gpu", "gpu_model", "slurm_extra")
 # a slow machine: every job's runtime is well above the 10-minute floor, so it shows its FLOPs
 SLOW = 1.0e+6
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 RUN_JSON = re.compile(r"results/runs/(\w+)/([^/,\s]+)/([^/,\s]+)/run\.json")
 
-
-def snakemake(workdir: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def planned_jobs(output: str) -> list[dict]:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, job_counts, snakemake
 from scalinglab import cli, variants
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.flops import ModelCounts, model_counts
@@ -281,21 +277,10 @@ def test_collect_adds_variant_columns(tmp_path):
 
 
 # -- the workflow ---------------------------------------------------------------------------------
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TARGETS = ["results/fits/variants.json", "results/figures/variants_envelope.png",
            "results/figures/variants_isoflop.png"]
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 def test_dry_run_plans_each_variant_ladder(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,25 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import REPO, job_counts, snakemake
 from scalinglab.cli import merged_config
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.study import plan_isoflop, trained_runs, trained_series
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 FIGURES = ["loss_curves.png", "isoflop.png", "compute_optimal.png"]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 def test_dry_run_plans_one_stable_job_per_size_and_one_branch_per_run(tmp_path):
