@@ -1,8 +1,9 @@
 """Data parallel inside one job: the K processes of one training run, started by torchrun.
 
-A training job with `resources.gpus_per_run: K > 1` runs `launcher(K) VERB ...`, i.e.
-`torchrun --standalone --nproc-per-node K -m scalinglab VERB ...`, which starts K copies of the verb
-with RANK, LOCAL_RANK and WORLD_SIZE set. Each copy wraps the model in DistributedDataParallel
+A training job with `resources.gpus_per_run: K > 1` runs `python -m scalinglab VERB ...
+--processes K`, which replaces itself (`relaunch`) with `launcher(K) VERB ...`, i.e.
+`torchrun --standalone --nproc-per-node K -m scalinglab VERB ...`: K copies of the verb with RANK,
+LOCAL_RANK and WORLD_SIZE set. Each copy wraps the model in DistributedDataParallel
 (NCCL on CUDA, gloo on the CPU) and takes the rows `rank::K` of every step's global batch, so the
 global batch, the data order and (up to the order of floating-point sums) the losses are those of a
 single process; a test checks this with gloo and 2 processes.
