@@ -222,6 +222,8 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
         "training": resolved["training"],
         "schedule": resolved["schedule"],
         "schedule_name": str(first.schedule),
+        # the downstream task every decay branch is scored on at its final weights
+        "downstream": resolved["downstream"],
         "flops_convention": cfg.flops.convention,
         "N": int(first.N),
         "N_total": int(first.N_total),

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, checkpoint, distributed, divergence, provenance
+from scalinglab import atomic, checkpoint, distributed, divergence, downstream, provenance
 from scalinglab.data import TokenData
 from scalinglab.distributed import World
 from scalinglab.errors import UserError
@@ -348,6 +348,20 @@ def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     atomic.write_json(out_dir / "run.json", record)
 
 
+def _final_accuracy(trainer: Trainer) -> dict:
+    """The downstream accuracy at the final weights (`scalinglab.downstream`), on rank 0 only:
+    the ranks hold the same weights. Null when the spec has it off (or, made before it existed,
+    has no `downstream` key) and when the run diverged: a failed point has no accuracy to fit."""
+    cfg = downstream.DownstreamConfig(**trainer.spec.get("downstream", {}))
+    if not cfg.enabled:
+        return {"final_accuracy": None, "accuracy_chance": None}
+    task = downstream.task_from_file(trainer.val_data.path, trainer.data_meta["dtype"], cfg)
+    if trainer.divergence is not None:
+        return {"final_accuracy": None, "accuracy_chance": task.chance}
+    acc = downstream.accuracy(trainer.model, task, trainer.device, autocast=trainer.autocast)
+    return {"final_accuracy": acc, "accuracy_chance": task.chance}
+
+
 def _resume_if_possible(trainer: Trainer, resume_path: Path) -> None:
     if resume_path.exists():
         try:
@@ -466,6 +480,6 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
         _write_outputs(trainer, out_dir, {
             "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
             "D": branch["D"], "steps": trainer.step, "final_val_loss": final_loss,
-            "wall_seconds": trainer.elapsed,
+            "wall_seconds": trainer.elapsed, **_final_accuracy(trainer),
         })
         resume_path.unlink(missing_ok=True)
