@@ -239,3 +239,27 @@ def predict_interval(fit: dict, loss_interval) -> list[float]:
         return [predict(fit, hi), predict(fit, lo)]
     at = [sigmoid(x, fit["chance"], samples[:, 0], samples[:, 1], samples[:, 2]) for x in (hi, lo)]
     return [float(np.percentile(at[0], 2.5)), float(np.percentile(at[1], 97.5))]
+
+
+# -- the recipe's prediction and its check (scalinglab.recipe) ------------------------------------
+def recipe_prediction(fit: dict, loss: float, loss_ci) -> dict:
+    """The recipe's accuracy at its predicted loss, with the interval of `predict_interval`."""
+    finite = all(math.isfinite(v) for v in loss_ci)
+    return {"predicted_accuracy": predict(fit, loss),
+            "predicted_accuracy_ci": (predict_interval(fit, loss_ci) if finite
+                                      else [float("nan")] * 2),
+            "accuracy_chance": fit["chance"]}
+
+
+def validation_check(recipe: dict, record: dict) -> dict:
+    """The predicted accuracy against the validation run's, when the recipe has one and the run
+    was scored (downstream on); the errors in accuracy points (percentage points)."""
+    if "predicted_accuracy" not in recipe or record.get("final_accuracy") is None:
+        return {}
+    predicted, actual = float(recipe["predicted_accuracy"]), float(record["final_accuracy"])
+    low, high = recipe["predicted_accuracy_ci"]
+    return {"predicted_accuracy": predicted, "predicted_accuracy_ci": [low, high],
+            "actual_accuracy": actual, "accuracy_chance": recipe["accuracy_chance"],
+            "accuracy_error_points": 100 * (actual - predicted),
+            "abs_accuracy_error_points": 100 * abs(actual - predicted),
+            "accuracy_inside_interval": bool(low <= actual <= high)}
