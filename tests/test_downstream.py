@@ -12,12 +12,20 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import (REPO, job_counts, one_thread, snakemake, tiny_spec,  # noqa: F401
-                     write_spec, write_token_dir)
+from helpers import (
+    REPO,
+    job_counts,
+    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
+    snakemake,
+    tiny_spec,
+    write_spec,
+    write_token_dir,
+)
 from scalinglab import cli, downstream, metrics, recipe, train
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.downstream import DownstreamConfig
 from scalinglab.errors import UserError
+from scalinglab.schedule import Schedule
 
 SMALL = DownstreamConfig(enabled=True, items=12, context_tokens=5, continuation_tokens=3,
                          choices=4)
@@ -147,3 +155,136 @@ def test_noisy_sigmoid_interval_holds_the_truth_and_nan_rows_are_left_out():
 def test_fewer_than_four_points_is_a_user_error():
     with pytest.raises(UserError, match=r"3 runs with both a finite loss and an accuracy"):
         downstream.fit_sigmoid([3.0, 4.0, 5.0, float("nan")], [0.5, 0.4, 0.3, 0.2], 0.25)
+
+
+# -- training writes the accuracy ----------------------------------------------------------------
+def test_a_trained_branch_records_its_accuracy_and_runs_csv_carries_it(tmp_path):
+    tokens = write_token_dir(tmp_path / "tokens")
+    spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"),))
+    spec["downstream"] = {"enabled": True, "items": 20, "context_tokens": 12,
+                          "continuation_tokens": 4, "choices": 4}
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                       tmp_path / "C1")
+    record = json.loads((tmp_path / "C1" / "run.json").read_text())
+    assert 0.0 <= record["final_accuracy"] <= 1.0
+    assert record["accuracy_chance"] == 0.25
+    # the same number from the same weights trained in one go, scored here
+    straight = train.Trainer(spec, tokens, torch.device("cpu"))
+    straight.run(Schedule(kind="wsd", warmup_steps=4, total_steps=20, decay_start=16), 20)
+    task = downstream.task_from_file(tokens / "val.bin", "uint16",
+                                     DownstreamConfig(**spec["downstream"]))
+    assert downstream.accuracy(straight.model, task, "cpu") == record["final_accuracy"]
+    row = metrics.run_row(record)
+    assert row["accuracy"] == record["final_accuracy"] and row["chance"] == 0.25
+
+    # a spec made before the downstream key existed still trains, and records nulls
+    del spec["downstream"]
+    old_path = write_spec(tmp_path / "old.json", spec)
+    train.decay_branch(old_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                       tmp_path / "old")
+    old = json.loads((tmp_path / "old" / "run.json").read_text())
+    assert old["final_accuracy"] is None and old["accuracy_chance"] is None
+    assert old["final_val_loss"] == record["final_val_loss"]  # the task changes no training
+    assert math.isnan(metrics.run_row(old)["accuracy"])
+
+
+# -- the fit verb, the recipe and its check ------------------------------------------------------
+def synthetic_runs(path: Path) -> Path:
+    loss, acc = synthetic(noise=0.005, seed=3)
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(len(loss))], "loss": loss,
+                         "accuracy": acc, "chance": 0.25, "diverged": False})
+    # a diverged run: NaN loss and accuracy, left out of the fit
+    runs.loc[len(runs)] = {"run_id": "bad", "loss": np.nan, "accuracy": np.nan,
+                           "chance": 0.25, "diverged": True}
+    runs.to_csv(path, index=False)
+    return path
+
+
+def test_downstream_fit_cli_writes_the_fit_and_the_figure(tmp_path):
+    runs = synthetic_runs(tmp_path / "runs.csv")
+    out, figure = tmp_path / "fits" / "downstream.json", tmp_path / "downstream.png"
+    assert cli.main(["downstream-fit", "--runs", str(runs), "--out", str(out), "--figure",
+                     str(figure), "--bootstrap", "100"]) == 0
+    fit = json.loads(out.read_text())
+    assert fit["n_points"] == 18 and fit["chance"] == 0.25
+    assert fit["L_mid"] == pytest.approx(TRUE["L_mid"], abs=0.05)
+    assert fit["top"] == pytest.approx(TRUE["top"], abs=0.03)
+    assert len(fit["points"]["loss"]) == 18 and len(fit["bootstrap"]["samples"]) > 90
+    assert set(fit["ci"]) == {"top", "k", "L_mid"}
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+
+
+def test_downstream_fit_cli_without_accuracies_exits_2_naming_the_column(tmp_path, capsys):
+    runs = tmp_path / "runs.csv"
+    pd.DataFrame({"loss": [3.0, 4.0], "C": [1, 2]}).to_csv(runs, index=False)
+    args = ["downstream-fit", "--runs", str(runs), "--out", str(tmp_path / "f.json"),
+            "--figure", str(tmp_path / "f.png")]
+    assert cli.main(args) == 2
+    assert "no column 'accuracy'" in capsys.readouterr().err
+    assert not (tmp_path / "f.json").exists()
+
+
+def test_recipe_predicts_the_accuracy_and_validate_checks_it(tmp_path):
+    from test_recipe import compute_fit, study
+
+    fit = downstream.fit_sigmoid(*synthetic(noise=0.005, seed=3), 0.25, n_boot=100)
+    laws = compute_fit(n_boot=100)
+    compute = recipe.validation_compute(study())
+    plain = recipe.make_recipe(laws, None, compute)
+    assert "predicted_accuracy" not in plain
+    out = recipe.make_recipe(laws, None, compute, fit)
+    assert out["predicted_accuracy"] == downstream.predict(fit, out["predicted_loss"])
+    assert out["predicted_accuracy_ci"] == downstream.predict_interval(
+        fit, out["predicted_loss_ci"])
+    low, high = out["predicted_accuracy_ci"]
+    assert low <= out["predicted_accuracy"] <= high and out["accuracy_chance"] == 0.25
+
+    record = {"final_val_loss": out["predicted_loss"], "final_accuracy": 0.5,
+              "run_id": "val-C4e13_C4e13", "D": 10**6,
+              "spec": {"N": 51000, "model": {"n_layer": 2, "n_embd": 48, "n_head": 2,
+                                             "block_size": 64},
+                       "training": {"lr": 3e-3, "batch_size": 16}}}
+    result = recipe.validate(out, record)
+    assert result["actual_accuracy"] == 0.5
+    assert result["accuracy_error_points"] == pytest.approx(
+        100 * (0.5 - out["predicted_accuracy"]))
+    assert result["abs_accuracy_error_points"] == abs(result["accuracy_error_points"])
+    assert result["predicted_accuracy_ci"] == [low, high]
+    # a run scored without downstream (or a recipe without the fit): the loss check only
+    assert "actual_accuracy" not in recipe.validate(out, dict(record, final_accuracy=None))
+    assert "actual_accuracy" not in recipe.validate(plain, record)
+
+    # `plan` reads downstream.json when it is among the fits
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    (fits / "compute_optimal.json").write_text(json.dumps(laws))
+    (fits / "downstream.json").write_text(json.dumps(fit))
+    assert cli.main(["plan", "--fits", str(fits), "--compute", str(compute), "--hparams",
+                     "config", "--out", str(tmp_path / "recipe.json")]) == 0
+    written = json.loads((tmp_path / "recipe.json").read_text())
+    assert written["predicted_accuracy"] == pytest.approx(out["predicted_accuracy"])
+
+
+def test_recipe_inputs_take_the_downstream_fit_only_when_enabled():
+    from test_recipe import study
+
+    assert "downstream" not in recipe.RecipeFiles(study()).inputs()
+    on = study(downstream={"enabled": True, "context_tokens": 48})
+    assert recipe.RecipeFiles(on).inputs()["downstream"] == "results/fits/downstream.json"
+
+
+# -- the workflow --------------------------------------------------------------------------------
+@pytest.mark.parametrize("enabled", [True, False])
+def test_dry_run_plans_fit_downstream_once_when_enabled(tmp_path, enabled):
+    extra = tmp_path / "downstream.yaml"
+    extra.write_text(json.dumps({"downstream": {"enabled": enabled, "context_tokens": 24,
+                                                "continuation_tokens": 8},
+                                 "validation": {"enabled": True}}))
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile",
+                       str(REPO / "tests" / "smoke.yaml"), str(extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.get("fit_downstream", 0) == (1 if enabled else 0)
+    assert counts["make_recipe"] == counts["fit_validation"] == 1
