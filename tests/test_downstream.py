@@ -190,6 +190,33 @@ def test_a_trained_branch_records_its_accuracy_and_runs_csv_carries_it(tmp_path)
     assert math.isnan(metrics.run_row(old)["accuracy"])
 
 
+def test_under_two_processes_rank_0_scores_the_branch(tmp_path):
+    import shlex
+    import subprocess
+
+    from test_ddp import _env
+
+    tokens = write_token_dir(tmp_path / "tokens")
+    spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"),))
+    spec["downstream"] = {"enabled": True, "items": 20, "context_tokens": 12,
+                          "continuation_tokens": 4, "choices": 4}
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    checkpoint = tmp_path / "stable" / "branch-C1.pt"
+    train.decay_branch(spec_path, "C1", checkpoint, tokens, tmp_path / "one")
+    args = ["decay-branch", "--spec", spec_path, "--label", "C1", "--checkpoint", checkpoint,
+            "--data-dir", tokens, "--out-dir", tmp_path / "two", "--threads", "2",
+            "--processes", "2"]
+    done = subprocess.run(f"python -m scalinglab {shlex.join(str(a) for a in args)}",
+                          shell=True, env=_env(), capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
+    assert two["processes"] == 2 and two["accuracy_chance"] == 0.25
+    # the weights agree to ~1e-4 (tests/test_ddp.py): at most one item of 20 may flip
+    assert two["final_accuracy"] == pytest.approx(one["final_accuracy"], abs=0.05 + 1e-9)
+
+
 # -- the fit verb, the recipe and its check ------------------------------------------------------
 def synthetic_runs(path: Path) -> Path:
     loss, acc = synthetic(noise=0.005, seed=3)
