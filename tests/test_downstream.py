@@ -63,6 +63,24 @@ def test_too_small_val_split_names_the_key_and_the_counts():
         downstream.build_task(counting_tokens(90), SMALL)
 
 
+def test_plan_study_refuses_a_split_too_small_before_any_run_trains(tmp_path, capsys):
+    from scalinglab.config import to_dict
+
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
+    assert cfg.downstream.enabled  # the default study scores its branches
+    (tmp_path / "study.json").write_text(json.dumps(to_dict(cfg)))
+    meta = {"train_tokens": 10**9, "val_tokens": 400 * 80 - 1}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    args = ["plan-study", "--config", str(tmp_path / "study.json"), "--meta",
+            str(tmp_path / "meta.json"), "--out", str(tmp_path / "plan.csv")]
+    assert cli.main(args) == 2
+    assert "downstream.items: 400 items of 80 tokens need 32,000" in capsys.readouterr().err
+    assert not (tmp_path / "plan.csv").exists()
+    meta["val_tokens"] = 400 * 80
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert cli.main(args) == 0
+
+
 @pytest.mark.parametrize("section, key", [
     ({"choices": 1}, "downstream.choices"),
     ({"items": 0}, "downstream.items"),

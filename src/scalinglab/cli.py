@@ -116,6 +116,9 @@ def _plan_study(args) -> None:
     cfg = from_dict(StudyConfig, _read_json(args.config))
     meta = _read_json(args.meta)
     table = check_epochs(cfg, plan_isoflop(cfg), int(meta["train_tokens"]))
+    from scalinglab.downstream import check_split
+
+    check_split(cfg.downstream, int(meta["val_tokens"]))  # before any branch trains
     atomic.write_text(args.out, table.to_csv(index=False))
 
 

@@ -79,6 +79,15 @@ def check_block_size(cfg: DownstreamConfig, block_size: int) -> None:
                         f"model.block_size={block_size}")
 
 
+def check_split(cfg: DownstreamConfig, val_tokens: int) -> None:
+    """The validation split must hold every item's span (`plan-study` checks it before any run
+    trains, from the token counts in meta.json)."""
+    if cfg.enabled and val_tokens // cfg.items < cfg.span:
+        raise UserError(f"downstream.items: {cfg.items} items of {cfg.span} tokens need "
+                        f"{cfg.items * cfg.span:,} validation tokens, the split has "
+                        f"{val_tokens:,}")
+
+
 @dataclass(frozen=True)
 class Task:
     sequences: np.ndarray  # (items, choices, context + continuation) int64 token ids
@@ -93,10 +102,8 @@ class Task:
 def build_task(tokens: np.ndarray, cfg: DownstreamConfig) -> Task:
     """The task from a 1-D array of validation tokens (a memmap of `val.bin` will do)."""
     n = len(tokens)
+    check_split(cfg, n)
     stride = n // cfg.items
-    if stride < cfg.span:
-        raise UserError(f"downstream.items: {cfg.items} items of {cfg.span} tokens need "
-                        f"{cfg.items * cfg.span:,} validation tokens, the split has {n:,}")
     starts = np.arange(cfg.items, dtype=np.int64) * stride
     spans = np.asarray(tokens[starts[:, None] + np.arange(cfg.span)], dtype=np.int64)
     context, continuation = spans[:, :cfg.context_tokens], spans[:, cfg.context_tokens:]
