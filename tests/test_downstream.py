@@ -333,3 +333,18 @@ def test_dry_run_plans_fit_downstream_once_when_enabled(tmp_path, enabled):
     counts = job_counts(result.stdout + result.stderr)
     assert counts.get("fit_downstream", 0) == (1 if enabled else 0)
     assert counts["make_recipe"] == counts["fit_validation"] == 1
+
+
+def test_only_the_isoflop_and_validation_phases_carry_the_task():
+    from scalinglab import hparams, recipe, study
+
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
+    assert cfg.downstream.enabled
+    table = study.plan_isoflop(cfg)
+    spec = study.series_spec(cfg, table, table["series_id"].iloc[0])
+    assert spec["downstream"]["items"] == cfg.downstream.items
+    assert recipe.PHASE in study.SCORED_PHASES
+    sweep = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"),
+                                                  str(REPO / "workflow/configs/hparams.yaml")]))
+    runs = hparams.plan(sweep)
+    assert "downstream" not in study.series_spec(sweep, runs, runs["series_id"].iloc[0])
