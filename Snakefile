@@ -26,6 +26,7 @@ include: "workflow/rules/mup.smk"
 include: "workflow/rules/variants.smk"
 include: "workflow/rules/hparams.smk"
 include: "workflow/rules/wsd_vs_cosine.smk"
+include: "workflow/rules/downstream.smk"
 include: "workflow/rules/recipe.smk"
 
 
@@ -39,3 +40,4 @@ rule all:
         MUP_TARGETS,
         VARIANT_TARGETS,
         HPARAM_TARGETS,
+        DOWNSTREAM_TARGETS,

@@ -52,6 +52,11 @@ def _other_phase_lines(cfg) -> list[str]:
                      f"{kept['C_actual'].sum():.3g} FLOPs "
                      f"({variants.training_flops(cfg, table):.3g} trained: the branches share "
                      "their series' stable run)")
+    ds = cfg.downstream
+    if ds.enabled:
+        lines.append(f"downstream: every decay branch scored on {ds.items} items x {ds.choices} "
+                     f"choices of {ds.context_tokens} + {ds.continuation_tokens} tokens from "
+                     f"val.bin (chance {1 / ds.choices:.3g})")
     return lines
 
 
@@ -111,6 +116,9 @@ def _plan_study(args) -> None:
     cfg = from_dict(StudyConfig, _read_json(args.config))
     meta = _read_json(args.meta)
     table = check_epochs(cfg, plan_isoflop(cfg), int(meta["train_tokens"]))
+    from scalinglab.downstream import check_split
+
+    check_split(cfg.downstream, int(meta["val_tokens"]))  # before any branch trains
     atomic.write_text(args.out, table.to_csv(index=False))
 
 
@@ -296,9 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit_cli.register(sub)
     mup_cli.register(sub)
     variants_cli.register(sub)
-    from scalinglab import hparams_cli
+    from scalinglab import downstream_cli, hparams_cli
 
     hparams_cli.register(sub)
+    downstream_cli.register(sub)
     return parser
 
 

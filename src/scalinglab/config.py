@@ -19,6 +19,7 @@ import yaml
 from scalinglab.corpus import CorpusConfig
 from scalinglab.critical_batch import CriticalBatchConfig
 from scalinglab.distributed import check_batch
+from scalinglab.downstream import DownstreamConfig, check_block_size
 from scalinglab.errors import UserError
 from scalinglab.hparams import HparamsConfig
 from scalinglab.lr_transfer import LrTransferConfig
@@ -169,10 +170,12 @@ class StudyConfig:
     critical_batch: CriticalBatchConfig = field(default_factory=CriticalBatchConfig)
     wsd_vs_cosine: WsdVsCosineConfig = field(default_factory=WsdVsCosineConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
 
     def __post_init__(self) -> None:
         # the IsoFLOP and variants training jobs split each step's batch over their processes
         check_batch(self.training.batch_size, self.resources.gpus_per_run)
+        check_block_size(self.downstream, self.model.block_size)
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

@@ -191,7 +191,10 @@ def _plan(args) -> None:
             raise UserError(f"{fits / name}: not found; make it with `{FIT_TARGETS[name]}`")
     compute_fit = _read_json(fits / "compute_optimal.json")
     hparams_fit = _read_json(fits / "hparams.json") if args.hparams == "fits" else None
-    recipe = make_recipe(compute_fit, hparams_fit, args.compute)
+    # the accuracy step only when the downstream fit was made (downstream.enabled)
+    downstream = fits / "downstream.json"
+    downstream_fit = _read_json(downstream) if downstream.is_file() else None
+    recipe = make_recipe(compute_fit, hparams_fit, args.compute, downstream_fit)
     _write_json(args.out, recipe)
     shape = recipe["shape"]
     lo, hi = recipe["predicted_loss_ci"]
@@ -199,6 +202,10 @@ def _plan(args) -> None:
           f"d{shape['n_embd']}-h{shape['n_head']} (N {shape['N']:,}), D {shape['tokens']:,} "
           f"tokens, lr {recipe['lr']:.3g}, batch {recipe['batch_tokens']} tokens; predicted "
           f"loss {recipe['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}]")
+    if "predicted_accuracy" in recipe:
+        lo, hi = recipe["predicted_accuracy_ci"]
+        print(f"predicted downstream accuracy {recipe['predicted_accuracy']:.4f} "
+              f"[{lo:.4f}, {hi:.4f}] (chance {recipe['accuracy_chance']:g})")
 
 
 def _validation_spec(args) -> None:
@@ -225,6 +232,9 @@ def _validation_fit(args) -> None:
     lo, hi = result["predicted_loss_ci"]
     print(f"predicted {result['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}], actual "
           f"{result['actual_loss']:.4f}: relative error {100 * result['relative_error']:+.2f}%")
+    if "actual_accuracy" in result:
+        print(f"accuracy: predicted {result['predicted_accuracy']:.4f}, actual "
+              f"{result['actual_accuracy']:.4f} ({result['accuracy_error_points']:+.2f} points)")
 
 
 def register(sub) -> None:

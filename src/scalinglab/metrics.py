@@ -1,8 +1,9 @@
 """Metric extraction: the runs' `run.json` and `metrics.jsonl` files into two tidy tables.
 
 - `runs.csv`: one row per finished branch (the final validation loss of a (size, budget) run),
-  the input of the IsoFLOP fit. A run that diverged (`scalinglab.divergence`) keeps its row,
-  marked `diverged`, with a NaN loss: a failed point that every fit leaves out.
+  the input of the IsoFLOP fit, and with its downstream `accuracy` and `chance` that of the
+  downstream fit. A run that diverged (`scalinglab.divergence`) keeps its row, marked
+  `diverged`, with NaN loss and accuracy: a failed point that every fit leaves out.
 - `curves.csv`: every evaluation of every stable run and branch (a long table), the input of the
   loss-curve figure and of the lower-envelope fit (Chinchilla Method 1).
 Nothing here reads stdout or logs.
@@ -20,7 +21,7 @@ from scalinglab.errors import UserError
 RUN_COLUMNS = [
     "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
     "N_total", "D", "C", "loss", "diverged", "schedule", "lr", "batch_size", "steps",
-    "wall_seconds",
+    "wall_seconds", "accuracy", "chance",
 ]
 
 
@@ -57,7 +58,14 @@ def run_row(record: dict) -> dict:
         "batch_size": spec["training"]["batch_size"],
         "steps": record["steps"],
         "wall_seconds": record["wall_seconds"],
+        # the downstream accuracy (scalinglab.downstream): NaN when off, absent or diverged
+        "accuracy": _number(None if diverged else record.get("final_accuracy")),
+        "chance": _number(record.get("accuracy_chance")),
     }
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def collect(stable_jsons: list[Path], branch_jsons: list[Path]) -> tuple[pd.DataFrame,

@@ -161,3 +161,34 @@ def draw(figure: str, args) -> None:
         compute_optimal(_read_fit(args.fit), args.out)
     else:  # argparse restricts the choices; this is a programming error
         raise ValueError(figure)
+
+
+def downstream(fit: dict, out: str) -> None:
+    """Downstream accuracy against final validation loss: the runs, the fitted sigmoid with its
+    bootstrap 95% band, and the chance line (scalinglab.downstream)."""
+    from scalinglab.downstream import sigmoid
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    loss = np.asarray(fit["points"]["loss"], float)
+    acc = np.asarray(fit["points"]["accuracy"], float)
+    span = max(float(np.ptp(loss)), 1e-3)
+    grid = np.linspace(loss.min() - 0.3 * span, loss.max() + 0.3 * span, 200)
+    samples = np.asarray(fit["bootstrap"]["samples"], float).reshape(-1, 3)
+    if len(samples):
+        curves = sigmoid(grid[None, :], fit["chance"], samples[:, :1], samples[:, 1:2],
+                         samples[:, 2:3])
+        band = np.percentile(curves, [2.5, 97.5], axis=0)
+        ax.fill_between(grid, band[0], band[1], color="C0", alpha=0.15, lw=0,
+                        label="bootstrap 95% band")
+    ax.plot(grid, sigmoid(grid, fit["chance"], fit["top"], fit["k"], fit["L_mid"]), color="C0",
+            lw=1.6, label=f"sigmoid: top {fit['top']:.3f}, k {fit['k']:.3g}, "
+                          f"L_mid {fit['L_mid']:.3f}")
+    ax.scatter(loss, acc, color="C1", edgecolor="k", s=36, zorder=3,
+               label=f"decay branches ({fit['n_points']})")
+    ax.axhline(fit["chance"], color="0.4", ls=":", lw=1.2, label=f"chance {fit['chance']:.3g}")
+    ax.set_xlabel("final validation loss")
+    ax.set_ylabel("downstream accuracy")
+    ax.set_title("Accuracy on the held-out continuation task against loss")
+    ax.legend(fontsize=8)
+    _save(fig, out)

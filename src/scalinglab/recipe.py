@@ -14,6 +14,9 @@ Step 5 of the seed recipe (predict the final run, then check the prediction):
    the study's own `training.lr` / `batch_size`, under which the IsoFLOP runs were trained).
 3. The validation run trains that shape for C FLOPs (its tokens are C / its FLOPs per token)
    under the study's schedule; `validate` compares its final loss with the prediction.
+With `downstream.enabled`, the recipe carries LLaMA 3's second step too (arXiv:2407.21783,
+Sec. 3.2.1): the predicted loss through the sigmoid of `results/fits/downstream.json`
+(scalinglab.downstream) gives a predicted accuracy, which `validate` checks against the run's.
 
 The shape: heads of the width d_head of the ladder's largest size, and among the shapes whose N is
 within 10% of the target, the one whose width/depth ratio is closest to that size's (the closest
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scalinglab import downstream
 from scalinglab.errors import UserError
 
 PHASE = "validation"
@@ -177,8 +181,10 @@ def _from_samples(samples: np.ndarray, fn) -> list[float]:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
-def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float) -> dict:
-    """The content of `results/recipe.json` at `compute` FLOPs."""
+def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
+                downstream_fit: dict | None = None) -> dict:
+    """The content of `results/recipe.json` at `compute` FLOPs; with `downstream_fit` (the
+    sigmoid of `results/fits/downstream.json`) also the accuracy predicted from the loss."""
     from scalinglab import study
     from scalinglab.hparams import law_at
 
@@ -231,6 +237,9 @@ def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float) -> 
         "steps": steps,
         "schedule": study.schedule_name(cfg),
         "interval_level": 0.95,
+        # LLaMA 3's two steps chained: compute -> loss (above) -> accuracy (the sigmoid)
+        **({} if downstream_fit is None else downstream.recipe_prediction(
+            downstream_fit, loss, _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el))),
     }
 
 
@@ -262,10 +271,13 @@ class RecipeFiles:
     cfg: object
 
     def inputs(self, wildcards=None) -> dict:
-        """The fits `plan` reads: hparams.json only when the LR x batch phase ran."""
+        """The fits `plan` reads: hparams.json only when the LR x batch phase ran, downstream.json
+        only when the runs were scored on the downstream task."""
         fits = {"compute_optimal": "results/fits/compute_optimal.json"}
         if self.cfg.hparams.enabled:
             fits["hparams"] = "results/fits/hparams.json"
+        if self.cfg.downstream.enabled:
+            fits["downstream"] = "results/fits/downstream.json"
         return fits
 
 
@@ -319,4 +331,5 @@ def validate(recipe: dict, record: dict) -> dict:
         "batch_tokens": spec["training"]["batch_size"] * spec["model"]["block_size"],
         "wall_seconds": record.get("wall_seconds"),
         "device": record.get("device"),
+        **downstream.validation_check(recipe, record),
     }

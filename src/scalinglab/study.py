@@ -25,6 +25,9 @@ from scalinglab.parametrization import model_multipliers
 from scalinglab.schedule import decay_start_step
 
 ISOFLOP_PHASE = "isoflop"
+# the phases whose branches are scored on the downstream task: the runs its sigmoid is fitted on
+# and the validation run it predicts; scoring every sweep's branches would feed nothing
+SCORED_PHASES = (ISOFLOP_PHASE, "validation")
 
 
 def format_number(x: float) -> str:
@@ -213,7 +216,7 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
     first = rows.iloc[0]
     size = SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head))
     resolved = to_dict(cfg)
-    return {
+    spec = {
         "series_id": sid,
         "phase": str(first.phase),
         "seed": cfg.seed,
@@ -241,3 +244,7 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
             for row in rows.itertuples()
         ],
     }
+    if spec["phase"] in SCORED_PHASES:
+        # the downstream task its decay branches are scored on at their final weights
+        spec["downstream"] = resolved["downstream"]
+    return spec

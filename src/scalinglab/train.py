@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, checkpoint, distributed, divergence, provenance
+from scalinglab import atomic, checkpoint, distributed, divergence, downstream, provenance
 from scalinglab.data import TokenData
 from scalinglab.distributed import World
 from scalinglab.errors import UserError
@@ -348,6 +348,27 @@ def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     atomic.write_json(out_dir / "run.json", record)
 
 
+def _downstream_task(trainer: Trainer) -> downstream.Task | None:
+    """The downstream task of the spec (`scalinglab.downstream`), or None when the spec has it
+    off (or, made before it existed, has no `downstream` key)."""
+    cfg = downstream.DownstreamConfig(**trainer.spec.get("downstream", {}))
+    if not cfg.enabled:
+        return None
+    return downstream.task_from_file(trainer.val_data.path, trainer.data_meta["dtype"], cfg)
+
+
+def _final_accuracy(trainer: Trainer, task: downstream.Task | None) -> dict:
+    """The accuracy on `task` at the final weights, on rank 0 only: the ranks hold the same
+    weights. Null when there is no task and when the run diverged: a failed point has no
+    accuracy to fit."""
+    if task is None:
+        return {"final_accuracy": None, "accuracy_chance": None}
+    if trainer.divergence is not None:
+        return {"final_accuracy": None, "accuracy_chance": task.chance}
+    acc = downstream.accuracy(trainer.model, task, trainer.device, autocast=trainer.autocast)
+    return {"final_accuracy": acc, "accuracy_chance": task.chance}
+
+
 def _resume_if_possible(trainer: Trainer, resume_path: Path) -> None:
     if resume_path.exists():
         try:
@@ -441,6 +462,7 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
     spec, label = trainer.spec, branch["label"]
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
+    task = _downstream_task(trainer)  # a split too small for it fails now, not after training
     trainer.load(checkpoint_path, keep_metrics=False)
     if trainer.divergence is None:  # else the stable run diverged first: nothing to train
         if trainer.step != branch["decay_start"]:
@@ -466,6 +488,6 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
         _write_outputs(trainer, out_dir, {
             "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
             "D": branch["D"], "steps": trainer.step, "final_val_loss": final_loss,
-            "wall_seconds": trainer.elapsed,
+            "wall_seconds": trainer.elapsed, **_final_accuracy(trainer, task),
         })
         resume_path.unlink(missing_ok=True)
