@@ -54,7 +54,8 @@ def _other_phase_lines(cfg) -> list[str]:
                      "their series' stable run)")
     ds = cfg.downstream
     if ds.enabled:
-        lines.append(f"downstream: every decay branch scored on {ds.items} items x {ds.choices} "
+        lines.append(f"downstream: the IsoFLOP branches and the validation run scored on {ds.items} "
+                     f"items x {ds.choices} "
                      f"choices of {ds.context_tokens} + {ds.continuation_tokens} tokens from "
                      f"val.bin (chance {1 / ds.choices:.3g})")
     return lines
