@@ -172,3 +172,13 @@ def test_validate_compares_the_prediction_with_the_run():
     assert result["inside_interval"] and result["batch_tokens"] == 1024
     record["final_val_loss"] = 3.8
     assert not recipe.validate(out, record)["inside_interval"]
+
+
+def test_under_mup_the_shape_is_never_narrower_than_the_base_width():
+    # under SP the nearest shape to 1.5e3 parameters is narrower than 16 ...
+    assert recipe.choose_shape(study(), 1.5e3).n_embd == 8
+    # ... which muP with base_width 16 cannot build: the recipe takes the nearest from 16 up
+    cfg = study(parametrization={"name": "mup", "base_width": 16})
+    shape = recipe.choose_shape(cfg, 1.5e3)
+    assert (shape.n_layer, shape.n_embd) == (1, 16)
+    assert recipe._counts(cfg, shape).N == 3120

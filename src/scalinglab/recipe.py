@@ -153,6 +153,8 @@ def choose_shape(cfg, n_target: float, *, max_layers: int = 64, max_heads: int =
     from scalinglab.config import SizeConfig
 
     ladder = sorted(cfg.model.sizes, key=lambda s: _counts(cfg, s).N)
+    # muP is defined from its base width up: a narrower shape would not build
+    min_width = cfg.parametrization.base_width if cfg.parametrization.name == "mup" else 1
     ref = ladder[-1]
     ref_head, aspect = ref.n_embd // ref.n_head, ref.n_embd / ref.n_layer
     best, best_key = None, None
@@ -160,6 +162,8 @@ def choose_shape(cfg, n_target: float, *, max_layers: int = 64, max_heads: int =
         for n_layer in range(1, max_layers + 1):
             for n_head in range(1, max_heads + 1):
                 size = SizeConfig(n_layer, n_head * d_head, n_head)
+                if size.n_embd < min_width:
+                    continue
                 n = _counts(cfg, size).N
                 if n > 2 * n_target and n_head > 1:
                     break  # N only grows with the width from here
