@@ -280,7 +280,7 @@ def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     counts = job_counts(result.stdout + result.stderr)
     cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), FULL]))
     runs = len(lr_transfer.plan(cfg))
-    assert runs == 2 * 3 * 4  # the default grid
+    assert runs == 2 * 3 * 5  # the default grid: {sp, muP} x 3 widths x 5 LRs
     assert counts["write_lr_transfer_spec"] == runs
     assert counts["train_stable_lr_transfer"] == runs
     assert counts["decay_branch_lr_transfer"] == runs

@@ -128,15 +128,16 @@ def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, section, key):
 
 
 def test_mup_width_problems_name_base_width_and_the_ladder_key(capsys, tmp_path):
-    # the ladder falls back to model.sizes: that is the key named
+    # the ladder falls back to model.sizes (its width 24 is no multiple of 16): that key is named
     bad = tmp_path / "bad.yaml"
     bad.write_text("variants:\n  enabled: true\n  models:\n    - {name: mup, parametrization: "
                    "mup}\n")
     assert cli.main(["check-config", str(REPO / "config.yaml"), str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "model.sizes[0]" in err and "parametrization.base_width=32" in err, err
+    assert "model.sizes[1]" in err and "parametrization.base_width=16" in err, err
     # an SP variant on the same ladder is fine
-    bad.write_text("variants:\n  enabled: true\n  models:\n    - {name: sp, lr: 1.0e-3}\n")
+    bad.write_text("variants:\n  enabled: true\n  models:\n    - {name: sp, parametrization: sp, "
+                   "lr: 1.0e-3}\n")
     assert cli.main(["check-config", str(REPO / "config.yaml"), str(bad)]) == 0
 
 
@@ -266,7 +267,7 @@ def test_dry_run_of_sp_vs_mup_plans_the_expected_jobs_and_names(tmp_path):
         assert counts[rule] == 1, rule
     for name in ("results/fits/sp_vs_mup.json", "results/figures/sp_vs_mup.png",
                  "results/figures/sp_vs_mup_envelope.png", "results/sp_vs_mup/runs.csv",
-                 "results/runs/sp_vs_mup/mup-mup-l2-d64-h2-lr8e-03-b16/C1e12/run.json",
+                 "results/runs/sp_vs_mup/mup-mup-l2-d64-h2-lr1.3e-02-b16/C1e12/run.json",
                  "results/specs/sp_vs_mup/sp-sp-l2-d16-h2-lr3e-03-b16.json",
                  "--reference sp"):
         assert name in output, name
@@ -289,11 +290,11 @@ def test_tiny_sp_vs_mup_end_to_end(tmp_path):
     runs = pd.read_csv(tmp_path / "results" / "sp_vs_mup" / "runs.csv")
     assert set(runs.groupby("variant")["parametrization"].first().items()) == {
         ("sp", "sp"), ("mup", "mup")}
-    assert set(runs.groupby("variant")["lr"].first().items()) == {("sp", 3e-3), ("mup", 8e-3)}
+    assert set(runs.groupby("variant")["lr"].first().items()) == {("sp", 3e-3), ("mup", 1.3e-2)}
     fit = json.loads((tmp_path / "results" / "fits" / "sp_vs_mup.json").read_text())
     for v in fit["variants"].values():
         assert np.isfinite(v["loss_law"]["exponent"]) and len(v["loss_law"]["points"]) == 3
     assert fit["comparison"]["reference"] == "sp"
     spec = json.loads(next(Path(tmp_path, "results", "specs", "sp_vs_mup").glob("mup-*.json"))
                       .read_text())
-    assert spec["parametrization"]["name"] == "mup" and spec["training"]["lr"] == 8e-3
+    assert spec["parametrization"]["name"] == "mup" and spec["training"]["lr"] == 1.3e-2

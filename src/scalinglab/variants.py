@@ -58,9 +58,9 @@ SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
 # them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
 RESERVED_NAMES = (
     "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
-    "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer", "metrics",
-    "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study", "validation",
-    "wsd_vs_cosine",
+    "downstream", "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer",
+    "metrics", "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study",
+    "validation", "wsd_vs_cosine",
 )
 
 
