@@ -42,10 +42,11 @@ def _positive(doc: str) -> dict:
 
 @dataclass(frozen=True)
 class DownstreamConfig:
-    """The downstream task every decay branch is scored on (off unless `enabled`)."""
+    """The downstream task the IsoFLOP branches and the validation run are scored on (off unless
+    `enabled`)."""
 
     enabled: bool = field(
-        default=False, metadata={"doc": "score every decay branch on the task; fit the sigmoid"}
+        default=False, metadata={"doc": "score the IsoFLOP and validation runs; fit the sigmoid"}
     )
     items: int = field(default=400, metadata=_positive("questions, spans of val.bin"))
     context_tokens: int = field(default=64, metadata=_positive("tokens of each context"))
