@@ -301,15 +301,23 @@ def test_recipe_predicts_the_accuracy_and_validate_checks_it(tmp_path):
     assert "actual_accuracy" not in recipe.validate(out, dict(record, final_accuracy=None))
     assert "actual_accuracy" not in recipe.validate(plain, record)
 
-    # `plan` reads downstream.json when it is among the fits
+    # `plan` reads downstream.json when the study behind the compute fit has downstream on ...
     fits = tmp_path / "fits"
     fits.mkdir()
-    (fits / "compute_optimal.json").write_text(json.dumps(laws))
     (fits / "downstream.json").write_text(json.dumps(fit))
-    assert cli.main(["plan", "--fits", str(fits), "--compute", str(compute), "--hparams",
-                     "config", "--out", str(tmp_path / "recipe.json")]) == 0
-    written = json.loads((tmp_path / "recipe.json").read_text())
-    assert written["predicted_accuracy"] == pytest.approx(out["predicted_accuracy"])
+
+    def plan(laws: dict) -> dict:
+        (fits / "compute_optimal.json").write_text(json.dumps(laws))
+        assert cli.main(["plan", "--fits", str(fits), "--compute", str(compute), "--hparams",
+                         "config", "--out", str(tmp_path / "recipe.json")]) == 0
+        return json.loads((tmp_path / "recipe.json").read_text())
+
+    assert laws["study"]["downstream"]["enabled"] is False
+    on = json.loads(json.dumps(laws))
+    on["study"]["downstream"].update(enabled=True, context_tokens=48, continuation_tokens=16)
+    assert plan(on)["predicted_accuracy"] == pytest.approx(out["predicted_accuracy"])
+    # ... and not when it is off: a fit left in the folder by an earlier study is ignored
+    assert "predicted_accuracy" not in plan(laws)
 
 
 def test_recipe_inputs_take_the_downstream_fit_only_when_enabled():
@@ -343,7 +351,14 @@ def test_only_the_isoflop_and_validation_phases_carry_the_task():
     table = study.plan_isoflop(cfg)
     spec = study.series_spec(cfg, table, table["series_id"].iloc[0])
     assert spec["downstream"]["items"] == cfg.downstream.items
-    assert recipe.PHASE in study.SCORED_PHASES
+    validation = recipe.validation_spec(cfg, {
+        "shape": {"n_layer": 2, "n_embd": 32, "n_head": 2}, "steps": 400, "lr": 1e-2,
+        "batch_size": 16, "compute": 1e12})
+    assert validation["downstream"]["items"] == cfg.downstream.items
+    # off: no spec carries a task
+    off = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]) | {
+        "downstream": {"enabled": False}})
+    assert "downstream" not in study.series_spec(off, table, table["series_id"].iloc[0])
     sweep = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"),
                                                   str(REPO / "workflow/configs/hparams.yaml")]))
     runs = hparams.plan(sweep)

@@ -54,9 +54,11 @@ def _other_phase_lines(cfg) -> list[str]:
                      "their series' stable run)")
     ds = cfg.downstream
     if ds.enabled:
-        lines.append(f"downstream: the IsoFLOP branches and the validation run scored on "
-                     f"{ds.items} items x {ds.choices} choices of {ds.context_tokens} + "
-                     f"{ds.continuation_tokens} tokens from val.bin (chance {1 / ds.choices:.3g})")
+        scored = "the IsoFLOP branches" + (" and the validation run"
+                                           if cfg.validation.enabled else "")
+        lines.append(f"downstream: {scored} scored on {ds.items} items x {ds.choices} choices of "
+                     f"{ds.context_tokens} + {ds.continuation_tokens} tokens from val.bin "
+                     f"(chance {1 / ds.choices:.3g})")
     return lines
 
 

@@ -191,9 +191,11 @@ def _plan(args) -> None:
             raise UserError(f"{fits / name}: not found; make it with `{FIT_TARGETS[name]}`")
     compute_fit = _read_json(fits / "compute_optimal.json")
     hparams_fit = _read_json(fits / "hparams.json") if args.hparams == "fits" else None
-    # the accuracy step only when the downstream fit was made (downstream.enabled)
+    # the accuracy step only when the study that made the compute fit has downstream on: a
+    # downstream.json left in the folder by an earlier study must not leak into this recipe
     downstream = fits / "downstream.json"
-    downstream_fit = _read_json(downstream) if downstream.is_file() else None
+    wanted = compute_fit.get("study", {}).get("downstream", {}).get("enabled", False)
+    downstream_fit = _read_json(downstream) if wanted and downstream.is_file() else None
     recipe = make_recipe(compute_fit, hparams_fit, args.compute, downstream_fit)
     _write_json(args.out, recipe)
     shape = recipe["shape"]

@@ -29,7 +29,7 @@ def _save(fig, out) -> None:
 
 
 def _log(ax, x: bool = True, y: bool = True) -> None:
-    """Log axes, called once the data are drawn: on a range of under ~1.5 decades ticks at 1, 2
+    """Log axes, called once the data are drawn: on a range of under 2 decades ticks at 1, 2
     and 5 x 10^k (powers of ten alone are too few; over a wider range those three collide in a
     narrow panel), and never minor tick labels (they collide)."""
     for on, axis, scale in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
@@ -40,7 +40,7 @@ def _log(ax, x: bool = True, y: bool = True) -> None:
         if 0 < low and high / low < 3:  # a fraction of a decade: plain numbers, evenly spaced
             axis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
             axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        elif 0 < low and high / low < 30:
+        elif 0 < low and high / low < 100:
             axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(
                 labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))

@@ -244,7 +244,7 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
             for row in rows.itertuples()
         ],
     }
-    if spec["phase"] in SCORED_PHASES:
+    if spec["phase"] in SCORED_PHASES and cfg.downstream.enabled:
         # the downstream task its decay branches are scored on at their final weights
         spec["downstream"] = resolved["downstream"]
     return spec
