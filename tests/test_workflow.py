@@ -78,12 +78,10 @@ def test_smoke_study_end_to_end(tmp_path):
     assert "IsoFLOP profiles" in html  # a caption made it into the report
 
     # a changed learning rate is a new series: every training job, nothing upstream of it
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(Path(config).read_text() + "\n")
-    with changed.open("a") as f:
-        f.write("parametrization:\n  init_std: 0.03\n")
+    changed = tmp_path / "changed.yaml"  # merged over the smoke config, key by key
+    changed.write_text("parametrization:\n  init_std: 0.03\n")
     plan = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile",
-                     str(changed))
+                     config, str(changed))
     counts = job_counts(plan.stdout + plan.stderr)
     assert "prepare_corpus" not in counts and "encode_corpus" not in counts
     assert counts["train_stable"] == len(trained_series(plan_isoflop(cfg)))
