@@ -176,15 +176,21 @@ def test_fewer_than_four_points_is_a_user_error():
 
 
 # -- training writes the accuracy ----------------------------------------------------------------
-def test_a_trained_branch_records_its_accuracy_and_runs_csv_carries_it(tmp_path):
+def trained_stable(tmp_path: Path) -> tuple[Path, dict, Path, Path]:
+    """A tiny series with the task on, its stable run trained: (tokens, spec, spec path, the
+    checkpoint of branch C1)."""
     tokens = write_token_dir(tmp_path / "tokens")
     spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"),))
     spec["downstream"] = {"enabled": True, "items": 20, "context_tokens": 12,
                           "continuation_tokens": 4, "choices": 4}
     spec_path = write_spec(tmp_path / "spec.json", spec)
     train.train_stable(spec_path, tokens, tmp_path / "stable")
-    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "C1")
+    return tokens, spec, spec_path, tmp_path / "stable" / "branch-C1.pt"
+
+
+def test_a_trained_branch_records_its_accuracy_and_runs_csv_carries_it(tmp_path):
+    tokens, spec, spec_path, checkpoint = trained_stable(tmp_path)
+    train.decay_branch(spec_path, "C1", checkpoint, tokens, tmp_path / "C1")
     record = json.loads((tmp_path / "C1" / "run.json").read_text())
     assert 0.0 <= record["final_accuracy"] <= 1.0
     assert record["accuracy_chance"] == 0.25
@@ -200,8 +206,7 @@ def test_a_trained_branch_records_its_accuracy_and_runs_csv_carries_it(tmp_path)
     # a spec made before the downstream key existed still trains, and records nulls
     del spec["downstream"]
     old_path = write_spec(tmp_path / "old.json", spec)
-    train.decay_branch(old_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "old")
+    train.decay_branch(old_path, "C1", checkpoint, tokens, tmp_path / "old")
     old = json.loads((tmp_path / "old" / "run.json").read_text())
     assert old["final_accuracy"] is None and old["accuracy_chance"] is None
     assert old["final_val_loss"] == record["final_val_loss"]  # the task changes no training
@@ -214,13 +219,7 @@ def test_under_two_processes_rank_0_scores_the_branch(tmp_path):
 
     from test_ddp import _env
 
-    tokens = write_token_dir(tmp_path / "tokens")
-    spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"),))
-    spec["downstream"] = {"enabled": True, "items": 20, "context_tokens": 12,
-                          "continuation_tokens": 4, "choices": 4}
-    spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
-    checkpoint = tmp_path / "stable" / "branch-C1.pt"
+    tokens, _, spec_path, checkpoint = trained_stable(tmp_path)
     train.decay_branch(spec_path, "C1", checkpoint, tokens, tmp_path / "one")
     args = ["decay-branch", "--spec", spec_path, "--label", "C1", "--checkpoint", checkpoint,
             "--data-dir", tokens, "--out-dir", tmp_path / "two", "--threads", "2",
