@@ -33,11 +33,6 @@ include: "workflow/rules/recipe.smk"
 rule all:
     default_target: True
     input:
-        "results/metrics/runs.csv",
-        "results/fits/isoflop.json",
-        STUDY_FIGURES,
+        # what each phase of the registry (scalinglab.phases) asks when it is on
+        phases.targets(STUDY),
         PAPER_FIGURES,
-        MUP_TARGETS,
-        VARIANT_TARGETS,
-        HPARAM_TARGETS,
-        DOWNSTREAM_TARGETS,

@@ -52,7 +52,7 @@ def test_training_jobs_ask_for_and_launch_gpus_per_run_processes(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jobs = [job for job in done.stdout.split("\nrule ")
-            if job.startswith(("train_stable:", "decay_branch:"))]
+            if job.startswith(("train_stable_isoflop:", "decay_branch_isoflop:"))]
     assert len(jobs) >= 2
     for job in jobs:
         assert "python -m scalinglab " in job and "--processes 2 " in job

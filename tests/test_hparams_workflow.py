@@ -64,7 +64,7 @@ def test_dry_run_plans_the_jobs_of_every_phase(tmp_path):
     hp_trained = hp[hp["reason"] == ""]
     assert counts["train_stable_hparams"] == hp_trained["series_id"].nunique() == 2 * 3 * 2
     assert counts["decay_branch_hparams"] == len(hp_trained) == 2 * 3 * 2
-    assert counts["train_critical_batch"] == len(critical_batch.plan(cfg)) == 3
+    assert counts["train_stable_critical_batch"] == len(critical_batch.plan(cfg)) == 3
     wvc = wsd_vs_cosine.plan(cfg)
     assert counts["train_stable_wsd"] == counts["train_stable_cosine"] == 2
     # sizes x budgets x decay fractions x decay shapes

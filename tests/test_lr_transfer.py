@@ -281,11 +281,12 @@ def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), FULL]))
     runs = len(lr_transfer.plan(cfg))
     assert runs == 2 * 3 * 5  # the default grid: {sp, muP} x 3 widths x 5 LRs
-    assert counts["write_lr_transfer_spec"] == runs
+    assert counts["write_spec"] == runs + 1  # and the corpus spec
     assert counts["train_stable_lr_transfer"] == runs
     assert counts["decay_branch_lr_transfer"] == runs
     assert counts["fit_lr_transfer"] == 1
-    assert "train_stable" not in counts and "coord_check" not in counts  # only what it needs
+    # only what it needs
+    assert "train_stable_isoflop" not in counts and "coord_check" not in counts
 
 
 def test_disabled_phase_plans_no_training(tmp_path):

@@ -107,10 +107,10 @@ def test_the_signal_comes_well_before_the_shortest_time_limit():
 
 # -- every training rule of every phase, through a dry run of the workflow ---------------------
 TRAINING_RULES = {
-    "train_stable", "decay_branch",  # the IsoFLOP spine
+    "train_stable_isoflop", "decay_branch_isoflop",  # the IsoFLOP spine
     "train_stable_lr_transfer", "decay_branch_lr_transfer",
     "train_stable_variant", "decay_branch_variant",
-    "train_stable_hparams", "decay_branch_hparams", "train_critical_batch",
+    "train_stable_hparams", "decay_branch_hparams", "train_stable_critical_batch",
     "train_stable_wsd", "decay_branch_wsd", "train_stable_cosine", "decay_branch_cosine",
     "train_stable_validation", "decay_branch_validation",
 }
@@ -190,7 +190,7 @@ def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_sign
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], set()).add(job["resources"]["runtime"])
-    assert len(by_rule["decay_branch"]) > 1 and len(by_rule["train_stable_hparams"]) > 1
+    assert len(by_rule["decay_branch_isoflop"]) > 1 and len(by_rule["train_stable_hparams"]) > 1
 
 
 def test_a_cpu_study_asks_for_no_gpu_and_names_no_model(tmp_path):
@@ -199,36 +199,44 @@ def test_a_cpu_study_asks_for_no_gpu_and_names_no_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = [job for job in planned_jobs(result.stdout + result.stderr)
             if job["rule"] in TRAINING_RULES]
-    assert {job["rule"] for job in jobs} == {"train_stable", "decay_branch"}
+    assert {job["rule"] for job in jobs} == {"train_stable_isoflop", "decay_branch_isoflop"}
     for job in jobs:
         assert job["resources"]["gpu"] == "0" and "gpu_model" not in job["resources"]
         assert job["resources"]["slurm_extra"] == "--signal=USR1@180"
 
 
 def test_every_rule_that_trains_takes_its_resources_from_one_factory():
-    """A rule whose shell runs train-stable or decay-branch asks runtime, mem_mb, gpu, gpu_model
-    and slurm_extra of one `training_resources(...)` object, so a new phase's training rule
-    cannot miss the GPU or the signal unnoticed."""
-    common = (REPO / "workflow/rules/common.smk").read_text()
-    found = set()
+    """The rules whose shell runs train-stable or decay-branch are written once, in train.smk,
+    and ask runtime, mem_mb, gpu, gpu_model and slurm_extra of one `JobResources` object, so a
+    new phase's training job cannot miss the GPU or the signal: no other rule file trains."""
+    found = {}
     for path in sorted((REPO / "workflow/rules").glob("*.smk")):
         text = path.read_text()
-        factories = set(re.findall(r"^(\w+) = training_resources\(", common + text, re.M))
-        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", text, re.M):
-            if not re.search(r"python -m scalinglab (train-stable|decay-branch) ", body):
-                continue
-            found.add(name)
-            block = re.search(r"^    resources:\n((?:        .*\n)+)", body, re.M)
-            assert block, name
-            asked = re.findall(r"^        (\w+)=(\w+)\.(\w+),$", block.group(1), re.M)
+        factories = set(re.findall(r"^\s+(\w+) = JobResources\.of\(", text, re.M))
+        for body in text.split("rule:\n")[1:]:
+            name = re.match(r"\s+name:\n\s+f\"(\w+)\{group\.name\}\"", body)
+            assert name, path.name  # a rule in a loop is named after its training group
+            assert re.search(r"python -m scalinglab (train-stable|decay-branch) ", body)
+            found[name.group(1)] = path.name
+            block = body.split("resources:\n")[1].split("params:")[0]
+            asked = re.findall(r"^\s+(\w+)=(\w+)\.(\w+),$", block, re.M)
             names = [(key, attr) for key, _, attr in asked]
-            if "--processes {resources.processes}" in body:  # data parallel: one more
-                assert names[-1] == ("processes", "processes"), name
-                names = names[:-1]
-            assert names == [(k, k) for k in RESOURCE_NAMES], name
+            assert names == [*((k, k) for k in RESOURCE_NAMES), ("processes", "processes")]
             owners = {owner for _, owner, _ in asked}
             assert len(owners) == 1 and owners <= factories, (name, owners)
-    assert found == TRAINING_RULES
+        if path.name != "train.smk":
+            assert not re.search(r"python -m scalinglab (train-stable|decay-branch) ", text), path
+    assert found == {"train_stable_": "train.smk", "decay_branch_": "train.smk"}
+
+
+def test_every_phase_trains_through_the_shared_rules(tmp_path):
+    """With every phase on, the shared definitions give each phase's rules (by group name)."""
+    configs = [str(REPO / "workflow/configs" / name)
+               for name in ("full.yaml", "hparams.yaml", "variants.yaml")]
+    result = snakemake(tmp_path, "--list-rules", "--configfile", *configs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = set(result.stdout.split())
+    assert {r for r in rules if r.startswith(("train_stable", "decay_branch"))} == TRAINING_RULES
 
 
 def test_a_data_parallel_job_holds_the_memory_once_per_process():

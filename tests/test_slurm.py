@@ -204,7 +204,7 @@ def interrupted_run(local_slurm, tmp_path_factory):
         first = subprocess.Popen(snakemake_cmd(workdir, "--restart-times", "0", *TARGETS),
                                  stdout=out, stderr=subprocess.STDOUT, text=True, env=env())
     resume = workdir / RUNS / series / "stable" / "resume.pt"
-    comment = f"rule_train_stable_wildcards_{series}"
+    comment = f"rule_train_stable_isoflop_wildcards_{series}"
     job = None
     try:
         deadline = time.monotonic() + 400
@@ -223,13 +223,13 @@ def interrupted_run(local_slurm, tmp_path_factory):
             first.wait(timeout=120)
     output = first_out.read_text()
     assert job is not None, f"{comment} was never seen running\n{output[-3000:]}"
-    first_log = (workdir / "results/logs/train_stable" / f"{series}.log").read_text()
+    first_log = (workdir / "results/logs/train_stable_isoflop" / f"{series}.log").read_text()
     resume_after_signal = resume.exists()
 
     # the same series uninterrupted, on the same spec and tokens, while the rerun goes on
     reference = subprocess.Popen(
         [sys.executable, "-m", "scalinglab", "train-stable", "--spec",
-         f"results/specs/series/{series}.json", "--data-dir", "results/data/tokens",
+         f"results/specs/isoflop/{series}.json", "--data-dir", "results/data/tokens",
          "--out-dir", str(workdir / "reference"), "--threads", "1"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     second = run_snakemake(workdir, *TARGETS)
@@ -262,13 +262,15 @@ def test_every_job_went_through_sbatch_and_shows_in_sacct(interrupted_run):
     assert set(states.values()) == {"COMPLETED"}
     comments = [job["comment"] for job in first + second]
     series = interrupted_run["series"]
-    assert comments.count(f"rule_train_stable_wildcards_{series}") == 2  # failed, then resumed
+    # failed, then resumed
+    assert comments.count(f"rule_train_stable_isoflop_wildcards_{series}") == 2
     trained = {p.split("/")[3] for p in interrupted_run["expected"]
                if p.endswith("/stable/run.json")}
     for sid in trained:
-        assert f"rule_train_stable_wildcards_{sid}" in comments
+        assert f"rule_train_stable_isoflop_wildcards_{sid}" in comments
     branches = [p for p in interrupted_run["expected"] if re.search(r"/C[^/]+/run\.json$", p)]
-    assert sum(c.startswith("rule_decay_branch_wildcards_") for c in comments) == len(branches)
+    decays = sum(c.startswith("rule_decay_branch_isoflop_wildcards_") for c in comments)
+    assert decays == len(branches)
     assert any(c.startswith("rule_data_") for c in comments)  # the profile's data group
 
 
@@ -278,7 +280,7 @@ def test_signalled_training_job_saves_and_its_rerun_resumes_with_the_same_losses
     assert saved, interrupted_run["first_log"][-2000:]
     assert interrupted_run["resume_after_signal"]
     workdir, series = interrupted_run["workdir"], interrupted_run["series"]
-    rerun_log = (workdir / "results/logs/train_stable" / f"{series}.log").read_text()
+    rerun_log = (workdir / "results/logs/train_stable_isoflop" / f"{series}.log").read_text()
     assert re.search(rf"resuming from \S+ at step {saved.group(1)}\b", rerun_log), rerun_log
     stable = workdir / RUNS / series / "stable"
     reference = workdir / "reference"
@@ -333,11 +335,11 @@ def test_gpu_requests_are_scheduled_on_the_fake_gpu(local_slurm, interrupted_run
     target = f"{RUNS}/{series}/stable/run.json"
     # only the new specs and the training job: the epoch check (plan_study) has passed already
     result = run_snakemake(workdir, "--restart-times", "0", "--allowed-rules", "write_spec",
-                           "train_stable", "--", target, configs=(smoke(), cuda))
+                           "train_stable_isoflop", "--", target, configs=(smoke(), cuda))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     jobs = [j for j in sacct_jobs(run_id(output)) if j["comment"].startswith("rule_train_stable")]
     assert len(jobs) == 1, jobs
     assert jobs[0]["state"] == "FAILED" and "gres/gpu=1" in jobs[0]["tres"], jobs
-    log = (workdir / "results/logs/train_stable" / f"{series}.log").read_text()
+    log = (workdir / "results/logs/train_stable_isoflop" / f"{series}.log").read_text()
     assert "'cuda' requested but no CUDA device is available" in log, log[-2000:]

@@ -295,12 +295,12 @@ def test_dry_run_plans_each_variant_ladder(tmp_path):
     table = variants.plan(cfg)
     trained = table[table["reason"] == ""]
     assert counts["train_stable_variant"] == trained["series_id"].nunique() == 9
-    assert counts["write_variant_spec"] == 9
+    assert counts["write_spec"] == 9 + 2  # and the corpus and study specs
     assert counts["decay_branch_variant"] == len(trained)
     for rule in ("plan_variants", "collect_variant_metrics", "fit_variants",
                  "plot_variants_envelope", "plot_variants_isoflop"):
         assert counts[rule] == 1, rule
-    assert "train_stable" not in counts and "fit_isoflop" not in counts
+    assert "train_stable_isoflop" not in counts and "fit_isoflop" not in counts
 
 
 def test_default_study_plans_no_variant_job(tmp_path):
@@ -308,7 +308,7 @@ def test_default_study_plans_no_variant_job(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout + result.stderr)
     assert not [rule for rule in counts if "variant" in rule]
-    assert math.isfinite(counts["train_stable"])
+    assert math.isfinite(counts["train_stable_isoflop"])
 
 
 @pytest.mark.slow

@@ -28,8 +28,8 @@ def test_dry_run_plans_one_stable_job_per_size_and_one_branch_per_run(tmp_path):
     table = plan_isoflop(cfg)
     series = len(trained_series(table))
     assert series >= 5
-    assert counts["train_stable"] == series
-    assert counts["decay_branch"] == len(trained_runs(table))
+    assert counts["train_stable_isoflop"] == series
+    assert counts["decay_branch_isoflop"] == len(trained_runs(table))
     assert counts["write_spec"] == series + 2
     for rule in ("prepare_corpus", "train_tokenizer", "encode_corpus", "plan_study",
                  "collect_metrics", "fit_isoflop", "plot_loss_curves", "plot_isoflop",
@@ -84,7 +84,7 @@ def test_smoke_study_end_to_end(tmp_path):
                      config, str(changed))
     counts = job_counts(plan.stdout + plan.stderr)
     assert "prepare_corpus" not in counts and "encode_corpus" not in counts
-    assert counts["train_stable"] == len(trained_series(plan_isoflop(cfg)))
+    assert counts["train_stable_isoflop"] == len(trained_series(plan_isoflop(cfg)))
 
 
 def test_bad_config_exits_2_naming_the_key_and_writes_nothing(tmp_path):

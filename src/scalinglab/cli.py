@@ -16,50 +16,14 @@ from scalinglab.errors import EXIT_USER_ERROR, UserError
 
 
 def _check_config(args) -> None:
+    from scalinglab import phases
     from scalinglab.config import StudyConfig, from_dict
     from scalinglab.corpus import validate_corpus
-    from scalinglab.study import excluded_runs, plan_isoflop, trained_runs
 
     cfg = from_dict(StudyConfig, merged_config(args.configs))
-    table = plan_isoflop(cfg)
-    from scalinglab.hparams_cli import check as check_hparam_phases
-
-    phase_lines = check_hparam_phases(cfg)
-    phase_lines += _other_phase_lines(cfg)
+    lines = phases.summary(cfg)  # every phase of the registry plans itself
     validate_corpus(cfg.corpus)
-    trained = trained_runs(table)
-    print(f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets -> "
-          f"{len(trained)} branches to train, {trained['C_actual'].sum():.3g} FLOPs in all")
-    for row in excluded_runs(table).itertuples():
-        print(f"  left out {row.run_id}: {row.reason}")
-    for line in phase_lines:
-        print(line)
-
-
-def _other_phase_lines(cfg) -> list[str]:
-    """Plan the muP LR-transfer and architecture-variants phases too, so that a mistake in their
-    sections is reported here, before Snakemake parses the workflow."""
-    from scalinglab import lr_transfer, variants
-
-    lines = []
-    table = lr_transfer.plan(cfg)
-    if len(table):
-        lines.append(f"lr_transfer: {len(table)} runs, {table['C'].sum():.3g} FLOPs")
-    table = variants.plan(cfg)
-    if len(table):
-        kept = table[table["reason"] == ""]
-        lines.append(f"variants ({cfg.variants.name}): {len(kept)} branches to train, "
-                     f"{kept['C_actual'].sum():.3g} FLOPs "
-                     f"({variants.training_flops(cfg, table):.3g} trained: the branches share "
-                     "their series' stable run)")
-    ds = cfg.downstream
-    if ds.enabled:
-        scored = "the IsoFLOP branches" + (" and the validation run"
-                                           if cfg.validation.enabled else "")
-        lines.append(f"downstream: {scored} scored on {ds.items} items x {ds.choices} choices of "
-                     f"{ds.context_tokens} + {ds.continuation_tokens} tokens from val.bin "
-                     f"(chance {1 / ds.choices:.3g})")
-    return lines
+    print("\n".join(lines))
 
 
 def merged_config(paths: list[str]) -> dict:

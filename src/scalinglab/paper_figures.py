@@ -360,6 +360,23 @@ FIGURES = {
 }
 
 
+def rule_inputs(epoch_csv: str | None = None) -> dict[str, dict[str, str]]:
+    """The workflow's paper figures, each with its input files by the `paper-figure` option that
+    takes them (`study_fit` -> `--study-fit`). Epoch's points have no licence and are not
+    shipped: its figure is planned only when the user names a copy."""
+    figures = {"cs336_isoflops": {}, "porian_exponents": {},
+               "published_laws": {"study_fit": "results/fits/isoflop.json"},
+               "published_hparams": {}}
+    if epoch_csv:
+        figures["epoch_refit"] = {"data": epoch_csv}
+    return figures
+
+
+def option_text(inputs: dict[str, str]) -> str:
+    """`--study-fit PATH ...`: the options of `paper-figure` that name a figure's inputs."""
+    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in inputs.items())
+
+
 def run(args) -> int:
     FIGURES[args.name](args)
     print(f"wrote {args.out}")

@@ -1,10 +1,14 @@
+# The corpus, its tokenizer and token files, the study's plan, and every spec file. One
+# write_spec rule writes the spec of every series of every phase (SPECS in common.smk).
 rule write_spec:
     output:
         "results/specs/{name}.json",
     log:
         "results/logs/write_spec/{name}.log",
+    benchmark:
+        "results/benchmarks/write_spec/{name}.tsv"
     wildcard_constraints:
-        name="corpus|study|series/[^/]+",
+        name=one_of(SPECS),
     localrule: True
     conda:
         "../envs/scalinglab.yaml"
@@ -84,6 +88,8 @@ rule plan_study:
         "results/study/plan.csv",
     log:
         "results/logs/plan_study.log",
+    benchmark:
+        "results/benchmarks/plan_study.tsv"
     # a check of a few milliseconds: not worth a queue round trip on a cluster
     localrule: True
     conda:

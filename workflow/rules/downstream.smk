@@ -2,14 +2,6 @@
 # decay branch scores itself on a multiple-choice task from val.bin when downstream.enabled, so
 # runs.csv carries the accuracies; this rule fits the sigmoid from loss to accuracy that the
 # recipe (recipe.smk) uses to predict the validation run's accuracy.
-DOWNSTREAM_TARGETS = []
-if STUDY.downstream.enabled:
-    DOWNSTREAM_TARGETS = [
-        "results/fits/downstream.json",
-        "results/figures/downstream.png",
-    ]
-
-
 rule fit_downstream:
     input:
         runs="results/metrics/runs.csv",

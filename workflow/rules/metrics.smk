@@ -1,12 +1,14 @@
 rule collect_metrics:
     input:
-        stable=stable_run_jsons,
-        branches=branch_run_jsons,
+        stable=ISOFLOP.stable_run_jsons,
+        branches=ISOFLOP.branch_run_jsons,
     output:
         runs="results/metrics/runs.csv",
         curves="results/metrics/curves.csv",
     log:
         "results/logs/collect_metrics.log",
+    benchmark:
+        "results/benchmarks/collect_metrics.tsv"
     conda:
         "../envs/scalinglab.yaml"
     shell:

@@ -1,27 +1,8 @@
-# muP: the coordinate check and the learning-rate transfer phase. The run table and its ids come
-# from scalinglab.lr_transfer; each run is trained by the same train-stable / decay-branch verbs
-# as the IsoFLOP phase (one WSD branch per run).
-from scalinglab import lr_transfer
+# muP: the coordinate check and the learning-rate transfer phase (scalinglab.phases.lr_transfer).
+# Its runs train through the shared rules of train.smk (one WSD branch per run).
+from scalinglab.phases import group_named
 
-LR_TRANSFER = lr_transfer.PhaseFiles(
-    STUDY, lr_transfer.plan(STUDY), "results/runs/lr_transfer"
-)
-LR_TRANSFER_DIR = LR_TRANSFER.runs_dir
-LR_TRANSFER_LABEL = LR_TRANSFER.label
-LR_TRANSFER_STABLE = training_resources(LR_TRANSFER.spec)
-LR_TRANSFER_BRANCH = training_resources(LR_TRANSFER.spec, label=LR_TRANSFER_LABEL)
-
-MUP_TARGETS = [
-    "results/muP/coord_check.csv",
-    "results/muP/coord_check.json",
-    "results/figures/coord_check.png",
-]
-if STUDY.lr_transfer.enabled:
-    MUP_TARGETS += [
-        "results/muP/lr_transfer_plan.csv",
-        "results/fits/lr_transfer.json",
-        "results/figures/lr_transfer.png",
-    ]
+LR_TRANSFER = group_named(TRAINING_GROUPS, "lr_transfer")
 
 
 rule coord_check:
@@ -59,6 +40,8 @@ rule plan_lr_transfer:
         "results/muP/lr_transfer_plan.csv",
     log:
         "results/logs/plan_lr_transfer.log",
+    benchmark:
+        "results/benchmarks/plan_lr_transfer.tsv"
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -66,93 +49,9 @@ rule plan_lr_transfer:
         " > {log} 2>&1"
 
 
-rule write_lr_transfer_spec:
-    output:
-        "results/specs/lr_transfer/{lrt}.json",
-    log:
-        "results/logs/write_spec/lr_transfer/{lrt}.log",
-    wildcard_constraints:
-        lrt=_one_of(LR_TRANSFER.runs),
-    localrule: True
-    conda:
-        "../envs/scalinglab.yaml"
-    params:
-        spec=LR_TRANSFER.spec_json,
-    shell:
-        "python -m scalinglab write-spec --out {output:q} {params.spec:q} 2> {log:q}"
-
-
-rule train_stable_lr_transfer:
-    input:
-        spec="results/specs/lr_transfer/{lrt}.json",
-        train=f"{TOKENS_DIR}/train.bin",
-        val=f"{TOKENS_DIR}/val.bin",
-        meta=f"{TOKENS_DIR}/meta.json",
-    output:
-        metrics=f"{LR_TRANSFER_DIR}/{{lrt}}/stable/metrics.jsonl",
-        run=f"{LR_TRANSFER_DIR}/{{lrt}}/stable/run.json",
-        checkpoint=f"{LR_TRANSFER_DIR}/{{lrt}}/stable/branch-{LR_TRANSFER_LABEL}.pt",
-    log:
-        "results/logs/train_stable_lr_transfer/{lrt}.log",
-    benchmark:
-        "results/benchmarks/train_stable_lr_transfer/{lrt}.tsv"
-    wildcard_constraints:
-        lrt=_one_of(LR_TRANSFER.runs),
-    conda:
-        "../envs/scalinglab.yaml"
-    threads: 1
-    resources:
-        runtime=LR_TRANSFER_STABLE.runtime,
-        mem_mb=LR_TRANSFER_STABLE.mem_mb,
-        gpu=LR_TRANSFER_STABLE.gpu,
-        gpu_model=LR_TRANSFER_STABLE.gpu_model,
-        slurm_extra=LR_TRANSFER_STABLE.slurm_extra,
-    params:
-        data_dir=subpath(input.meta, parent=True),
-        out_dir=subpath(output.run, parent=True),
-    shell:
-        "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
-
-
-rule decay_branch_lr_transfer:
-    input:
-        spec="results/specs/lr_transfer/{lrt}.json",
-        checkpoint=f"{LR_TRANSFER_DIR}/{{lrt}}/stable/branch-{LR_TRANSFER_LABEL}.pt",
-        train=f"{TOKENS_DIR}/train.bin",
-        val=f"{TOKENS_DIR}/val.bin",
-        meta=f"{TOKENS_DIR}/meta.json",
-    output:
-        metrics=f"{LR_TRANSFER_DIR}/{{lrt}}/{LR_TRANSFER_LABEL}/metrics.jsonl",
-        run=f"{LR_TRANSFER_DIR}/{{lrt}}/{LR_TRANSFER_LABEL}/run.json",
-    log:
-        "results/logs/decay_branch_lr_transfer/{lrt}.log",
-    benchmark:
-        "results/benchmarks/decay_branch_lr_transfer/{lrt}.tsv"
-    wildcard_constraints:
-        lrt=_one_of(LR_TRANSFER.runs),
-    conda:
-        "../envs/scalinglab.yaml"
-    threads: 1
-    resources:
-        runtime=LR_TRANSFER_BRANCH.runtime,
-        mem_mb=LR_TRANSFER_BRANCH.mem_mb,
-        gpu=LR_TRANSFER_BRANCH.gpu,
-        gpu_model=LR_TRANSFER_BRANCH.gpu_model,
-        slurm_extra=LR_TRANSFER_BRANCH.slurm_extra,
-    params:
-        data_dir=subpath(input.meta, parent=True),
-        out_dir=subpath(output.run, parent=True),
-        label=LR_TRANSFER_LABEL,
-    shell:
-        "python -m scalinglab decay-branch --spec {input.spec} --label {params.label}"
-        " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
-
-
 rule fit_lr_transfer:
     input:
-        runs=LR_TRANSFER.run_jsons,
+        runs=LR_TRANSFER.branch_run_jsons,
     output:
         fit="results/fits/lr_transfer.json",
         runs="results/muP/lr_transfer_runs.csv",

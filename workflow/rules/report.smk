@@ -9,6 +9,8 @@ rule plot_loss_curves:
         ),
     log:
         "results/logs/plot_loss_curves.log",
+    benchmark:
+        "results/benchmarks/plot_loss_curves.tsv"
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -28,6 +30,8 @@ rule plot_isoflop:
         ),
     log:
         "results/logs/plot_isoflop.log",
+    benchmark:
+        "results/benchmarks/plot_isoflop.tsv"
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -47,6 +51,8 @@ rule plot_compute_optimal:
         ),
     log:
         "results/logs/plot_compute_optimal.log",
+    benchmark:
+        "results/benchmarks/plot_compute_optimal.tsv"
     conda:
         "../envs/scalinglab.yaml"
     shell:

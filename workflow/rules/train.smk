@@ -1,68 +1,93 @@
-rule train_stable:
-    input:
-        spec="results/specs/series/{series}.json",
-        # the plan only gates training (epoch check); its timestamp must not retrain anything
-        plan=ancient("results/study/plan.csv"),
-        train=f"{TOKENS_DIR}/train.bin",
-        val=f"{TOKENS_DIR}/val.bin",
-        meta=f"{TOKENS_DIR}/meta.json",
-    output:
-        metrics=f"{RUNS_DIR}/{{series}}/stable/metrics.jsonl",
-        run=f"{RUNS_DIR}/{{series}}/stable/run.json",
-        checkpoints=expand(
-            f"{RUNS_DIR}/{{{{series}}}}/stable/branch-{{label}}.pt",
-            label=ISOFLOP_LABELS,
-        ),
-    log:
-        "results/logs/train_stable/{series}.log",
-    benchmark:
-        "results/benchmarks/train_stable/{series}.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    threads: train_threads
-    resources:
-        runtime=TRAIN_STABLE.runtime,
-        mem_mb=TRAIN_STABLE.mem_mb,
-        gpu=TRAIN_STABLE.gpu,
-        gpu_model=TRAIN_STABLE.gpu_model,
-        slurm_extra=TRAIN_STABLE.slurm_extra,
-        processes=TRAIN_STABLE.processes,
-    params:
-        data_dir=subpath(input.meta, parent=True),
-        out_dir=subpath(output.run, parent=True),
-    shell:
-        "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"
+# The training rules, written once for every phase. A `{phase}` wildcard cannot serve: the stable
+# rule's outputs are one checkpoint per branch label, the labels are each phase's own, and
+# Snakemake must name every output before the job runs. So each TrainingGroup of the phase
+# registry (scalinglab.phases) instantiates these two definitions under rule names of its own
+# (`name:`), the wildcards constrained to its series and labels.
+from scalinglab.phases.base import TOKENS_DIR
 
+for group in TRAINING_GROUPS:
+    stable_job = JobResources.of(TRAINING_RESOURCES, group)
+    branch_job = JobResources.of(TRAINING_RESOURCES, group, branch=True)
+    threads = group.threads or STUDY.resources.gpus_per_run
 
-rule decay_branch:
-    input:
-        spec="results/specs/series/{series}.json",
-        checkpoint=f"{RUNS_DIR}/{{series}}/stable/branch-{{label}}.pt",
-        train=f"{TOKENS_DIR}/train.bin",
-        val=f"{TOKENS_DIR}/val.bin",
-        meta=f"{TOKENS_DIR}/meta.json",
-    output:
-        metrics=f"{RUNS_DIR}/{{series}}/{{label}}/metrics.jsonl",
-        run=f"{RUNS_DIR}/{{series}}/{{label}}/run.json",
-    log:
-        "results/logs/decay_branch/{series}_{label}.log",
-    benchmark:
-        "results/benchmarks/decay_branch/{series}_{label}.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    threads: train_threads
-    resources:
-        runtime=DECAY_BRANCH.runtime,
-        mem_mb=DECAY_BRANCH.mem_mb,
-        gpu=DECAY_BRANCH.gpu,
-        gpu_model=DECAY_BRANCH.gpu_model,
-        slurm_extra=DECAY_BRANCH.slurm_extra,
-        processes=DECAY_BRANCH.processes,
-    params:
-        data_dir=subpath(input.meta, parent=True),
-        out_dir=subpath(output.run, parent=True),
-    shell:
-        "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
-        " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
-        " --out-dir {params.out_dir} --threads {threads} --processes {resources.processes} > {log} 2>&1"
+    rule:
+        name:
+            f"train_stable_{group.name}"
+        input:
+            spec=group.spec_file("{series}"),
+            # the plan only gates training (epoch check); its timestamp must not retrain anything
+            plan=[ancient(group.plan)] if group.plan else [],
+            train=f"{TOKENS_DIR}/train.bin",
+            val=f"{TOKENS_DIR}/val.bin",
+            meta=f"{TOKENS_DIR}/meta.json",
+        output:
+            metrics=f"{group.runs_dir}/{{series}}/stable/metrics.jsonl",
+            run=f"{group.runs_dir}/{{series}}/stable/run.json",
+            checkpoints=expand(
+                f"{group.runs_dir}/{{{{series}}}}/stable/branch-{{label}}.pt",
+                label=group.labels,
+            ),
+        log:
+            f"results/logs/train_stable_{group.name}/{{series}}.log",
+        benchmark:
+            f"results/benchmarks/train_stable_{group.name}/{{series}}.tsv"
+        wildcard_constraints:
+            series=one_of(group.series),
+        conda:
+            "../envs/scalinglab.yaml"
+        threads: threads
+        resources:
+            runtime=stable_job.runtime,
+            mem_mb=stable_job.mem_mb,
+            gpu=stable_job.gpu,
+            gpu_model=stable_job.gpu_model,
+            slurm_extra=stable_job.slurm_extra,
+            processes=stable_job.processes,
+        params:
+            data_dir=subpath(input.meta, parent=True),
+            out_dir=subpath(output.run, parent=True),
+        shell:
+            "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
+            " --out-dir {params.out_dir} --threads {threads}"
+            " --processes {resources.processes} > {log} 2>&1"
+
+    # the critical-batch runs are the measurement: their stable runs have no branch
+    if group.decays:
+
+        rule:
+            name:
+                f"decay_branch_{group.name}"
+            input:
+                spec=group.spec_file("{series}"),
+                checkpoint=f"{group.runs_dir}/{{series}}/stable/branch-{{label}}.pt",
+                train=f"{TOKENS_DIR}/train.bin",
+                val=f"{TOKENS_DIR}/val.bin",
+                meta=f"{TOKENS_DIR}/meta.json",
+            output:
+                metrics=f"{group.runs_dir}/{{series}}/{{label}}/metrics.jsonl",
+                run=f"{group.runs_dir}/{{series}}/{{label}}/run.json",
+            log:
+                f"results/logs/decay_branch_{group.name}/{{series}}_{{label}}.log",
+            benchmark:
+                f"results/benchmarks/decay_branch_{group.name}/{{series}}_{{label}}.tsv"
+            wildcard_constraints:
+                series=one_of(group.series),
+                label=one_of(group.labels),
+            conda:
+                "../envs/scalinglab.yaml"
+            threads: threads
+            resources:
+                runtime=branch_job.runtime,
+                mem_mb=branch_job.mem_mb,
+                gpu=branch_job.gpu,
+                gpu_model=branch_job.gpu_model,
+                slurm_extra=branch_job.slurm_extra,
+                processes=branch_job.processes,
+            params:
+                data_dir=subpath(input.meta, parent=True),
+                out_dir=subpath(output.run, parent=True),
+            shell:
+                "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
+                " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
+                " --out-dir {params.out_dir} --threads {threads}"
+                " --processes {resources.processes} > {log} 2>&1"

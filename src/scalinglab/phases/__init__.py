@@ -1,0 +1,60 @@
+"""The phases of a study, each one module on `base.Phase`, and their registry.
+
+`PHASES` is the one list that `check-config`, `rule all`, the training rules and the docs'
+phase list iterate. A new phase is a module here and a line below; it never adds training rules.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from scalinglab.phases.base import JobResources, Phase, TrainingGroup, one_of
+from scalinglab.phases.isoflop import Isoflop
+from scalinglab.phases.lr_transfer import CoordCheck, LrTransfer
+from scalinglab.phases.recipe import Downstream, Recipe, Validation
+from scalinglab.phases.sweeps import CRITICAL_BATCH, HPARAMS, WSD_VS_COSINE
+from scalinglab.phases.variants import Variants
+
+PHASES: tuple[Phase, ...] = (
+    Isoflop(),
+    HPARAMS,
+    CRITICAL_BATCH,
+    WSD_VS_COSINE,
+    Recipe(),
+    Validation(),
+    CoordCheck(),
+    LrTransfer(),
+    Variants(),
+    Downstream(),
+)
+
+
+def by_name(name: str) -> Phase:
+    return next(phase for phase in PHASES if phase.name == name)
+
+
+def training_groups(cfg) -> list[TrainingGroup]:
+    """Every group the shared training rules train, over the phases that are on."""
+    return [group for phase in PHASES if phase.enabled(cfg) for group in phase.groups(cfg)]
+
+
+def group_named(groups: list[TrainingGroup], name: str) -> TrainingGroup:
+    """The training group `name` among `groups`, or an empty one when its phase is off (the
+    analysis rules of a phase that is off are still defined, with no inputs)."""
+    return next((g for g in groups if g.name == name),
+                TrainingGroup(name, "", "", pd.DataFrame(), {}))
+
+
+def targets(cfg) -> list[str]:
+    """What `rule all` asks: each phase's targets, in registry order, once each."""
+    return list(dict.fromkeys(t for phase in PHASES for t in phase.targets(cfg)))
+
+
+def summary(cfg) -> list[str]:
+    """`check-config`'s lines: each phase plans itself, so a bad key of its section is reported
+    before Snakemake parses the workflow."""
+    return [line for phase in PHASES for line in phase.summary(cfg)]
+
+
+__all__ = ["PHASES", "JobResources", "Phase", "TrainingGroup", "by_name", "group_named",
+           "one_of", "summary", "targets", "training_groups"]

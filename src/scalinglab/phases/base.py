@@ -1,0 +1,189 @@
+"""The one abstraction every phase of a study is written on.
+
+A *phase* is one question a study asks (where the compute-optimal frontier lies, whether the LR
+transfers across width, ...). It has a name, its config section, a planner that turns the study
+config into a run table (one row per decay branch, the columns of `study.plan_isoflop`), the spec
+of each series it trains, and the files it adds to `rule all`. Modelled on OLMo-core's model
+ladder, where one run configurator serves every rung: a phase never writes training rules of its
+own. It hands the workflow `TrainingGroup`s, and `workflow/rules/train.smk` instantiates the one
+definition of `write_spec` / `train_stable` / `decay_branch` for each group.
+
+A group is a set of series that share their branch labels, because a stable rule's outputs (one
+checkpoint per label) must be named when the DAG is built; most phases have one group, WSD vs
+cosine has two (the WSD series branch per budget x fraction x shape, the cosine ones per budget).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from scalinglab.resources import TrainingResources, training_job
+
+TOKENS_DIR = "results/data/tokens"
+
+
+def one_of(values) -> str:
+    """A wildcard constraint matching exactly these ids (never matches when empty)."""
+    values = list(values)
+    return "|".join(re.escape(v) for v in values) if values else "(?!x)x"
+
+
+def trained(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a run table that train (`reason == ""`)."""
+    return table if table.empty else table[table["reason"] == ""]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingGroup:
+    """Series that the shared training rules train under one rule name each.
+
+    `name` names the rules (`train_stable_<name>`, `decay_branch_<name>`) and their logs.
+    `specs` maps series id -> spec dict, written by the shared `write_spec` rule from params (an
+    edited config reruns exactly the runs whose spec changed); `None` when a job of the phase
+    writes the spec (the validation run's comes from the recipe). `decays=False`: the stable
+    runs are the measurement and no branch is trained. `threads=None`: one thread per
+    data-parallel process (`resources.gpus_per_run`), and the jobs run that many processes.
+    `plan`: a file that gates training (the epoch check) without its timestamp retraining.
+    """
+
+    name: str
+    runs_dir: str
+    specs_dir: str
+    table: pd.DataFrame
+    specs: dict | None
+    decays: bool = True
+    threads: int | None = 1
+    plan: str | None = None
+
+    @property
+    def series(self) -> list[str]:
+        rows = trained(self.table)
+        return [] if rows.empty else sorted(rows["series_id"].unique())
+
+    @property
+    def labels(self) -> list[str]:
+        if self.table.empty or not self.decays:
+            return []
+        return list(dict.fromkeys(self.table["label"]))
+
+    @property
+    def data_parallel(self) -> bool:
+        return self.threads is None
+
+    def spec_file(self, series: str) -> str:
+        return f"{self.specs_dir}/{series}.json"
+
+    def run_dir(self, series: str, label: str = "stable") -> str:
+        return f"{self.runs_dir}/{series}/{label}"
+
+    def spec(self, wildcards) -> dict:
+        return self.specs[wildcards.series]
+
+    def stable_run_jsons(self, wildcards=None) -> list[str]:
+        return [f"{self.run_dir(sid)}/run.json" for sid in self.series]
+
+    def branch_run_jsons(self, wildcards=None) -> list[str]:
+        if not self.decays:
+            return []
+        return [f"{self.run_dir(row.series_id, row.label)}/run.json"
+                for row in trained(self.table).itertuples()]
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """The `resources` functions of one training rule: runtime (the FLOPs of the job, margin,
+    throughput, attempt), mem_mb (N_total of its model), gpu, gpu_model and slurm_extra, all
+    from `scalinglab.resources`. `branch`: the rule decays a branch (its label a wildcard)."""
+
+    settings: TrainingResources
+    group: TrainingGroup
+    branch: bool = False
+
+    @classmethod
+    def of(cls, settings: TrainingResources, group: TrainingGroup,
+           branch: bool = False) -> JobResources:
+        if not group.data_parallel:
+            settings = TrainingResources(settings.flops_per_second, settings.margin,
+                                         settings.device, settings.requested_gpu_model, 1)
+        return cls(settings, group, branch)
+
+    def _job(self, wildcards, input):
+        if self.group.specs is None:  # a spec that a job writes: read it once it exists
+            with open(input.spec) as f:
+                spec = json.load(f)
+        else:
+            spec = self.group.spec(wildcards)
+        return training_job(spec, wildcards.label if self.branch else None)
+
+    def runtime(self, wildcards, input, attempt):
+        return self.settings.runtime(self._job(wildcards, input), attempt)
+
+    def mem_mb(self, wildcards, input):
+        return self.settings.mem_mb(self._job(wildcards, input))
+
+    def gpu_model(self, wildcards):
+        return self.settings.gpu_model
+
+    @property
+    def gpu(self) -> int:
+        return self.settings.gpu
+
+    @property
+    def slurm_extra(self) -> str:
+        return self.settings.slurm_extra
+
+    @property
+    def processes(self) -> int:
+        # a resource, not a param: params are a rerun trigger, and the number of processes
+        # does not change what a run computes
+        return self.settings.processes
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase: subclasses set `name` and `section` and override what they need.
+
+    `plan(cfg)` is the run table (empty when the phase is off), `series_spec` the spec of one of
+    its series, `groups(cfg)` what the shared training rules train, `targets(cfg)` what `rule
+    all` asks of it, `summary(cfg)` its lines in `check-config` (planning there reports a bad
+    key of the phase's section before Snakemake parses anything).
+    """
+
+    name: str = ""
+    section: str | None = None
+
+    def enabled(self, cfg) -> bool:
+        section = getattr(cfg, self.section) if self.section else None
+        return bool(getattr(section, "enabled", True))
+
+    def plan(self, cfg) -> pd.DataFrame:
+        return pd.DataFrame()
+
+    def series_spec(self, cfg, table: pd.DataFrame, sid: str) -> dict:
+        raise NotImplementedError(f"phase {self.name} trains no series")
+
+    def group(self, cfg, table: pd.DataFrame, name: str | None = None, **options):
+        """One training group over `table`, its specs from `series_spec`."""
+        folder = self.folder(cfg)
+        group = TrainingGroup(name or self.name, f"results/runs/{folder}",
+                              f"results/specs/{folder}", table, {}, **options)
+        group.specs.update({sid: self.series_spec(cfg, table, sid) for sid in group.series})
+        return group
+
+    def folder(self, cfg) -> str:
+        """The folder of its runs and specs under results/runs/ and results/specs/."""
+        return self.name
+
+    def groups(self, cfg) -> list[TrainingGroup]:
+        table = self.plan(cfg)
+        return [self.group(cfg, table)] if len(table) else []
+
+    def targets(self, cfg) -> list[str]:
+        return []
+
+    def summary(self, cfg) -> list[str]:
+        return []
