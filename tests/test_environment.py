@@ -1,4 +1,5 @@
-"""The conda env of the workflow's `conda:` rules pins what pyproject.toml pins."""
+"""How the workflow is run: the conda env of its `conda:` rules pins what pyproject.toml pins, and
+every way of starting it prints a failed job's log."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def test_conda_env_python_meets_requires_python():
     required = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     low = tuple(int(x) for x in required.removeprefix(">=").split("."))
     assert tuple(int(x) for x in python.removeprefix("python=").split(".")) >= low
+
+
+def test_make_study_and_the_profiles_print_a_failed_jobs_log():
+    # the job's one-line error (`scalinglab VERB: error: ...`) is in its log, not on the console
+    for profile in ("local", "slurm"):
+        text = (REPO / "workflow/profiles" / profile / "config.yaml").read_text()
+        assert "\nshow-failed-logs: true\n" in text, profile
+    study = (REPO / "Makefile").read_text().split("\nstudy:")[1].split("\n\n")[0]
+    snakemake_line = next(line for line in study.splitlines() if "snakemake " in line)
+    assert "--show-failed-logs" in snakemake_line.split()
