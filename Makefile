@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 study: venv
 	$(BIN)/python -m scalinglab check-config config.yaml $(CONFIG)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete --show-failed-logs
 
 test: venv
 	$(BIN)/python -m pytest -q

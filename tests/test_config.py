@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -38,6 +40,8 @@ def test_default_config_loads():
         ({"model": {"sizes": [{"n_layer": 1, "n_embd": 8}]}}, "model.sizes[0].n_head"),
         ({"schedule": {"decay_shape": "square"}}, "schedule.decay_shape"),
         ({"tokenizer": {"vocab_size": "big"}}, "tokenizer.vocab_size"),
+        ({"tokenizer": {"vocab_size": 10}}, "tokenizer.vocab_size"),
+        ({"tokenizer": {"vocab_size": 256}}, "tokenizer.vocab_size"),
         ({"training": "fast"}, "training"),
     ],
 )
@@ -86,6 +90,65 @@ def _walk(cls, schema, prefix=""):
 def test_schema_documents_every_key_with_the_dataclass_default():
     for key, default, schema_default in _walk(StudyConfig, SCHEMA):
         assert schema_default == default, f"{key}: schema {schema_default!r} vs code {default!r}"
+
+
+def _bounds(cls, schema, prefix=""):
+    """Yield (key, dataclass lower bound, schema lower bound) for every leaf key; a bound is
+    (value, exclusive) or None."""
+    props = schema["properties"]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _bounds(hints[f.name], props[f.name], key + ".")
+            continue
+        spec = props[f.name].get("items", props[f.name])
+        if isinstance(spec, dict) and "exclusiveMinimum" in spec:
+            schema_bound = (spec["exclusiveMinimum"], True)
+        elif isinstance(spec, dict) and "minimum" in spec:
+            schema_bound = (spec["minimum"], False)
+        else:
+            schema_bound = None
+        meta = f.metadata
+        code = (meta["min"], bool(meta.get("exclusive"))) if "min" in meta else None
+        yield key, code, schema_bound
+
+
+def test_schema_minimum_is_the_dataclass_minimum():
+    checked = {key: (code, schema) for key, code, schema in _bounds(StudyConfig, SCHEMA)
+               if code is not None}
+    assert checked["tokenizer.vocab_size"][0] == (257, False)
+    for key, (code, schema) in checked.items():
+        assert schema == code, f"{key}: schema minimum {schema} vs code {code}"
+
+
+def test_vocab_size_below_257_is_exit_2_naming_the_key(tmp_path):
+    """The 256 byte tokens and <|endoftext|>: check-config says so before anything runs."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tokenizer:\n  vocab_size: 10\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scalinglab", "check-config", str(REPO / "config.yaml"), str(bad)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("scalinglab check-config: error: tokenizer.vocab_size: must be "
+                                  ">= 257")
+    assert "10" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_study_check_config_rejects_a_small_vocab_built_without_from_dict():
+    from scalinglab.config import TokenizerConfig
+    from scalinglab.study import check_config
+
+    cfg = load_config(REPO / "config.yaml")
+    check_config(cfg)
+    for size in (10, 256):
+        small = dataclasses.replace(cfg, tokenizer=TokenizerConfig(vocab_size=size))
+        with pytest.raises(UserError, match=rf"tokenizer\.vocab_size={size} is too small"):
+            check_config(small)
+    check_config(dataclasses.replace(cfg, tokenizer=TokenizerConfig(vocab_size=257)))
 
 
 def test_readme_config_table_is_rendered_from_the_schema():

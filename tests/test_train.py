@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from datetime import datetime
 
 import pytest
 import torch
@@ -75,6 +77,22 @@ def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
     # the schedule reached zero at the end of the decay, as an uninterrupted run does
     assert lrs[-1] == pytest.approx(0.0)
     assert not (tmp_path / "C2" / "resume.pt").exists()
+
+
+def test_run_json_records_when_the_job_ran_and_its_peak_memory(tokens, tmp_path):
+    spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
+    before = time.time()
+    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    after = time.time()
+    record = json.loads((tmp_path / "stable" / "run.json").read_text())
+    started = datetime.fromisoformat(record["started"]).timestamp()
+    finished = datetime.fromisoformat(record["finished"]).timestamp()
+    # milliseconds in the timestamps; the job's start is before its training, not at its end
+    assert before - 1e-3 <= started < finished <= after + 1e-3
+    assert record["job_seconds"] == pytest.approx(finished - started, abs=2e-3)
+    assert record["job_seconds"] >= record["wall_seconds"] > 0  # the training loop is inside
+    assert record["peak_rss_bytes"] > 50 * 2**20  # torch alone is more
+    assert record["peak_cuda_bytes"] is None  # a CPU run
 
 
 def test_branch_checkpoints_are_saved_at_their_decay_start(tokens, tmp_path):

@@ -2,8 +2,8 @@
 
 A checkpoint holds the model and optimizer state, the step (which is also the data position:
 batches are a pure function of the step, see `data.TokenData`), the RNG states, the metric rows
-so far and a hash of the spec it was made under. It is saved atomically and loaded with
-`weights_only=True`, so a file that someone else wrote can never run code here.
+so far and a hash of the spec it was made under. It is saved atomically (fsync'ed, then renamed)
+and loaded with `weights_only=True`, so a file that someone else wrote can never run code here.
 
 Two kinds of stand-in have the name of a checkpoint and no weights: a placeholder for a branch
 that is not trained (`save_placeholder`; loading it is an error), and the mark of a branch point

@@ -25,6 +25,7 @@ from scalinglab.hparams import HparamsConfig
 from scalinglab.lr_transfer import LrTransferConfig
 from scalinglab.parametrization import ParametrizationConfig
 from scalinglab.recipe import ValidationConfig
+from scalinglab.tokenizer import MIN_VOCAB
 from scalinglab.variants import VariantsConfig
 from scalinglab.wsd_vs_cosine import WsdVsCosineConfig
 
@@ -35,7 +36,11 @@ def _positive(doc: str) -> dict:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    vocab_size: int = field(default=2048, metadata=_positive("BPE vocabulary size"))
+    vocab_size: int = field(
+        default=2048,
+        metadata={"doc": "BPE vocabulary size", "min": MIN_VOCAB,
+                  "why": "byte-level BPE needs the 256 byte tokens and <|endoftext|>"},
+    )
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,8 @@ def _check_scalar(hint: Any, value: Any, key: str, meta: Any) -> Any:
         low = meta["min"]
         if value < low or (meta.get("exclusive") and value == low):
             op = ">" if meta.get("exclusive") else ">="
-            raise UserError(f"{key}: must be {op} {low}, got {value!r}")
+            why = f" ({meta['why']})" if "why" in meta else ""
+            raise UserError(f"{key}: must be {op} {low}{why}, got {value!r}")
     if "max" in meta and value > meta["max"]:
         raise UserError(f"{key}: must be <= {meta['max']}, got {value!r}")
     return value

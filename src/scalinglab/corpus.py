@@ -6,13 +6,20 @@ Two sources:
   default study needs no download. Files are sorted by their path relative to the stdlib root
   (``site-packages`` and ``dist-packages`` excluded) and taken in that order.
 - ``files``: the user's files or globs (``**`` recursive). ``.jsonl`` files give one document per
-  line (the string field ``text_field``), ``.parquet`` files one per row (the string column
-  ``text_field``), any other file is one plain-text document.
+  line (the string field ``text_field``), ``.parquet`` and ``.arrow`` files (Arrow IPC, file or
+  stream format) one per row (the string column ``text_field``), any other file is one plain-text
+  document. Text and ``.jsonl`` files may be compressed: ``.gz``, ``.bz2``, ``.xz`` or ``.zst``
+  (``d.jsonl.gz``), read decompressed. A folder written by Hugging Face ``save_to_disk`` (its
+  ``state.json`` names its ``data-*.arrow`` files) may be named as a path: its files, in order.
+
+A file read as text must look like UTF-8 text: one with a NUL byte, or with more than 1% invalid
+UTF-8, in its first 32 KiB (decompressed) is refused with its name before anything runs (random
+binaries, UTF-16, an image or an archive named ``.txt``, a Latin-1 file: convert it first). The
+rare invalid byte below that share is decoded with ``errors="replace"`` (U+FFFD), so the text
+written is always valid UTF-8. Empty documents are dropped.
 
 Documents are taken in listing order until ``max_bytes`` UTF-8 bytes of text are reached; the
 document that crosses the budget is cut at a character boundary and marked in the manifest.
-Bytes that are not valid UTF-8 are decoded with ``errors="replace"`` (U+FFFD), so a stray
-Latin-1 file still counts and the text written is always valid UTF-8. Empty documents are dropped.
 
 The validation split is by document: each document gets the key sha256(seed, name) and the
 ``round(val_fraction * n)`` documents with the smallest keys (at least 1, at most n - 1) are held
@@ -21,14 +28,21 @@ out. A document's key does not depend on the listing order, so the split is dete
 
 from __future__ import annotations
 
+import bz2
+import codecs
 import glob
+import gzip
 import hashlib
+import io
 import json
+import lzma
 import os
 import platform
 import sys
 import sysconfig
+import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +54,15 @@ from scalinglab.errors import UserError
 SOURCES = ("stdlib", "files")
 _EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages"})
 _GLOB_CHARS = frozenset("*?[")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
+"""File suffix -> the compression a text or ``.jsonl`` file is read through."""
+TABLE_FORMATS = {".parquet": "parquet", ".arrow": "arrow"}
+SAMPLE_BYTES = 32 * 1024
+"""How much of each text file (decompressed) the check for binary content reads."""
+MAX_INVALID_SHARE = 0.01
+"""A text file with more invalid UTF-8 than this share of its sample is refused."""
+# what a corrupt or truncated compressed file raises while it is read
+_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -49,9 +72,9 @@ class CorpusConfig:
     source: str = "stdlib"
     """``stdlib``: this interpreter's standard-library ``.py`` files; ``files``: ``paths``."""
     paths: tuple[str, ...] = ()
-    """Files or globs (``**`` recursive) for ``source: files``; ``.jsonl``, ``.parquet`` or text."""
+    """Files, globs (``**`` recursive) or save_to_disk folders for ``source: files``."""
     text_field: str = "text"
-    """The field (``.jsonl``) or column (``.parquet``) that holds each document's text."""
+    """The field (``.jsonl``) or column (``.parquet``, ``.arrow``) holding each document's text."""
     max_bytes: int = 16_000_000
     """Byte budget: UTF-8 bytes of document text taken, in listing order."""
     val_fraction: float = 0.05
@@ -93,10 +116,7 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
             if not matches:
                 raise UserError(f"corpus.paths: {pattern!r} matches no file")
         elif os.path.isdir(expanded):
-            raise UserError(
-                f"corpus.paths: {pattern!r} is a directory; "
-                f"give a glob such as '{pattern}/**/*.txt'"
-            )
+            matches = saved_dataset_files(expanded, pattern)
         elif not os.path.isfile(expanded):
             raise UserError(f"corpus.paths: {pattern!r} does not exist")
         else:
@@ -105,8 +125,129 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
     return list(out)
 
 
+def saved_dataset_files(folder: str, pattern: str) -> list[str]:
+    """The ``data-*.arrow`` files of a Hugging Face ``save_to_disk`` folder, in its order."""
+    root = Path(folder)
+    if (root / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
+        except (ValueError, KeyError, TypeError):
+            splits = []
+        example = f"{pattern}/{splits[0]}" if splits else f"{pattern}/train"
+        raise UserError(
+            f"corpus.paths: {pattern!r} holds a dataset with several splits "
+            f"({', '.join(map(str, splits)) or 'unknown'}); name one, e.g. {example!r}"
+        )
+    state = root / "state.json"
+    if not state.is_file() and not (root / "dataset_info.json").is_file():
+        raise UserError(
+            f"corpus.paths: {pattern!r} is a directory (not a save_to_disk dataset: no "
+            f"state.json); give a glob such as '{pattern}/**/*.txt'"
+        )
+    if state.is_file():
+        try:
+            names = [entry["filename"] for entry in json.loads(state.read_text())["_data_files"]]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"corpus.paths: {state}: not a save_to_disk state.json "
+                            "(no _data_files list)") from None
+    else:
+        names = sorted(p.name for p in root.glob("data-*.arrow"))
+    files = [str(root / name) for name in names]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise UserError(f"corpus.paths: {missing[0]} (listed in {state}) does not exist")
+    if not files:
+        raise UserError(f"corpus.paths: {pattern!r} has no data-*.arrow file")
+    return files
+
+
+def file_format(path: str) -> tuple[str, str | None]:
+    """(format, compression) from the name: ``jsonl``, ``parquet``, ``arrow`` or ``text``, and
+    ``gzip``, ``bzip2``, ``xz``, ``zstd`` or None (``d.jsonl.gz`` is gzip-compressed jsonl)."""
+    name = Path(path).name.lower()
+    suffix = Path(name).suffix
+    compression = COMPRESSIONS.get(suffix)
+    if compression is not None:
+        suffix = Path(name[: -len(suffix)]).suffix
+    if suffix == ".jsonl":
+        return "jsonl", compression
+    if suffix in TABLE_FORMATS:
+        if compression is not None:
+            raise UserError(
+                f"{path}: a compressed {suffix} file cannot be read; decompress it "
+                f"({suffix} files compress their columns themselves)"
+            )
+        return TABLE_FORMATS[suffix], None
+    return "text", compression
+
+
+def open_binary(path: str, compression: str | None) -> io.BufferedIOBase:
+    """`path` opened for reading bytes, decompressed."""
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "bzip2":
+        return bz2.open(path, "rb")
+    if compression == "xz":
+        return lzma.open(path, "rb")
+    if compression == "zstd":  # Python 3.11 has no zstd; pyarrow (a dependency) has
+        import pyarrow as pa
+
+        return io.BufferedReader(pa.input_stream(path, compression="zstd"))
+    return open(path, "rb")
+
+
+def _read(path: str, compression: str | None, size: int = -1) -> bytes:
+    """The first `size` bytes (all: -1) of `path`, decompressed; a broken file is a UserError."""
+    try:
+        with open_binary(path, compression) as fh:
+            return fh.read(size)
+    except _DECOMPRESS_ERRORS as err:
+        raise _unreadable(path, compression, err) from None
+
+
+def _unreadable(path: str, compression: str | None, err: BaseException) -> UserError:
+    what = f"a readable {compression} file" if compression else "readable"
+    return UserError(f"{path}: not {what} ({str(err) or type(err).__name__})")
+
+
+def check_text(path: str, sample: bytes, compression: str | None = None) -> None:
+    """Refuse `path` unless `sample` (its first bytes, decompressed) looks like UTF-8 text."""
+    where = f"first {len(sample)} bytes" + (" decompressed" if compression else "")
+    hint = ("corpus.paths takes UTF-8 text and .jsonl files (plain, .gz, .bz2, .xz or .zst), "
+            ".parquet and .arrow files")
+    if b"\0" in sample:
+        raise UserError(f"{path}: not a UTF-8 text file (a NUL byte in its {where}); {hint}")
+    # one lone surrogate per invalid byte; a character cut by the sample's end is not invalid
+    decoded = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(
+        sample, final=len(sample) < SAMPLE_BYTES
+    )
+    invalid = sum(1 for ch in decoded if "\udc80" <= ch <= "\udcff")
+    if invalid > MAX_INVALID_SHARE * len(sample):
+        raise UserError(
+            f"{path}: not a UTF-8 text file ({invalid} of its {where} are not valid UTF-8, "
+            f"more than {MAX_INVALID_SHARE:.0%}); convert it to UTF-8 first "
+            "(e.g. iconv -f latin1 -t utf-8), or leave it out"
+        )
+
+
+def _check_file(path: str, field: str) -> None:
+    """The cheap part of reading `path`: a text sample, or a table's schema."""
+    fmt, compression = file_format(path)
+    if fmt == "parquet":
+        _parquet_file(path, field)
+    elif fmt == "arrow":
+        with _arrow_batches(path, field):
+            pass
+    else:
+        check_text(path, _read(path, compression, SAMPLE_BYTES), compression)
+
+
 def validate_corpus(cfg: CorpusConfig) -> None:
-    """Cheap checks before anything runs; a bad value raises `UserError` naming its key or file."""
+    """Cheap checks before anything runs; a bad value raises `UserError` naming its key or file.
+
+    Every listed file is opened: the first `SAMPLE_BYTES` of a text or ``.jsonl`` file
+    (decompressed) must look like UTF-8 text, a table must have a string column ``text_field``.
+    """
     if cfg.source not in SOURCES:
         raise UserError(f"corpus.source must be one of {', '.join(SOURCES)}, not {cfg.source!r}")
     if isinstance(cfg.max_bytes, bool) or not isinstance(cfg.max_bytes, int) or cfg.max_bytes <= 0:
@@ -132,6 +273,8 @@ def validate_corpus(cfg: CorpusConfig) -> None:
     files = expand_paths(cfg.paths)
     if sum(os.path.getsize(f) for f in files) == 0:
         raise UserError(f"corpus.paths: every matched file is empty ({len(files)} files)")
+    for path in files:
+        _check_file(path, cfg.text_field)
 
 
 def _decode(data: bytes) -> str:
@@ -153,9 +296,9 @@ def _iter_stdlib() -> Iterator[tuple[str, str, str]]:
         yield rel, rel, _decode((root / rel).read_bytes())
 
 
-def _iter_jsonl(path: str, field: str) -> Iterator[tuple[str, str, str]]:
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+def _iter_jsonl(path: str, field: str, compression: str | None) -> Iterator[tuple[str, str, str]]:
+    with open_binary(path, compression) as fh:
+        for lineno, raw in enumerate(_lines(fh, path, compression), start=1):
             if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -176,7 +319,37 @@ def _iter_jsonl(path: str, field: str) -> Iterator[tuple[str, str, str]]:
             yield where, path, _clean(text)
 
 
-def _iter_parquet(path: str, field: str) -> Iterator[tuple[str, str, str]]:
+def _lines(fh, path: str, compression: str | None) -> Iterator[bytes]:
+    try:
+        yield from fh
+    except _DECOMPRESS_ERRORS as err:
+        raise _unreadable(path, compression, err) from None
+
+
+def _check_text_column(path: str, schema, field: str) -> None:
+    import pyarrow as pa
+
+    if field not in schema.names:
+        raise UserError(
+            f"{path}: no column {field!r} (corpus.text_field); "
+            f"columns are {', '.join(schema.names)}"
+        )
+    kind = schema.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)):
+        raise UserError(f"{path}: column {field!r} (corpus.text_field) has type {kind}, not string")
+
+
+def _rows(path: str, batches, field: str) -> Iterator[tuple[str, str, str]]:
+    row = 0
+    for batch in batches:
+        for text in batch.column(field).to_pylist():
+            if text is not None:
+                yield f"{path}:{row}", path, text
+            row += 1
+
+
+def _parquet_file(path: str, field: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -184,33 +357,62 @@ def _iter_parquet(path: str, field: str) -> Iterator[tuple[str, str, str]]:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise UserError(f"{path}: not a readable parquet file ({err})") from None
-    schema = pf.schema_arrow
-    if field not in schema.names:
-        raise UserError(
-            f"{path}: no column {field!r} (corpus.text_field); "
-            f"columns are {', '.join(schema.names)}"
-        )
-    kind = schema.field(field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise UserError(f"{path}: column {field!r} (corpus.text_field) has type {kind}, not string")
-    row = 0
-    for batch in pf.iter_batches(columns=[field], batch_size=4096):
-        for text in batch.column(0).to_pylist():
-            if text is not None:
-                yield f"{path}:{row}", path, text
-            row += 1
+    _check_text_column(path, pf.schema_arrow, field)
+    return pf
+
+
+def _iter_parquet(path: str, field: str) -> Iterator[tuple[str, str, str]]:
+    pf = _parquet_file(path, field)
+    yield from _rows(path, pf.iter_batches(columns=[field], batch_size=4096), field)
+
+
+@contextmanager
+def _arrow_batches(path: str, field: str) -> Iterator[Iterator]:
+    """The record batches of an Arrow IPC file, in the file format (random access, "ARROW1"
+    magic) or the stream format (what ``save_to_disk`` writes), once its column is checked."""
+    import pyarrow as pa
+
+    try:
+        source = pa.memory_map(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path}: not a readable arrow file ({err})") from None
+    with source:
+        try:
+            try:
+                reader = pa.ipc.open_file(source)
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_stream(source)
+                batches = iter(reader)
+        except (pa.ArrowException, OSError) as err:
+            raise UserError(f"{path}: not a readable arrow file (neither the IPC file nor the "
+                            f"stream format: {err})") from None
+        _check_text_column(path, reader.schema, field)
+        yield batches
+
+
+def _iter_arrow(path: str, field: str) -> Iterator[tuple[str, str, str]]:
+    import pyarrow as pa
+
+    with _arrow_batches(path, field) as batches:
+        try:
+            yield from _rows(path, batches, field)
+        except (pa.ArrowInvalid, OSError) as err:  # a truncated or damaged stream
+            raise UserError(f"{path}: not a readable arrow file ({err})") from None
 
 
 def _iter_files(files: Sequence[str], field: str) -> Iterator[tuple[str, str, str]]:
     for path in files:
-        suffix = Path(path).suffix.lower()
-        if suffix == ".jsonl":
-            yield from _iter_jsonl(path, field)
-        elif suffix == ".parquet":
+        fmt, compression = file_format(path)
+        if fmt == "jsonl":
+            yield from _iter_jsonl(path, field, compression)
+        elif fmt == "parquet":
             yield from _iter_parquet(path, field)
+        elif fmt == "arrow":
+            yield from _iter_arrow(path, field)
         else:
-            with open(path, "rb") as fh:
-                yield path, path, _decode(fh.read())
+            yield path, path, _decode(_read(path, compression))
 
 
 def _take(raw: Iterator[tuple[str, str, str]], max_bytes: int) -> tuple[list[_Doc], str | None]:

@@ -1,12 +1,15 @@
-"""What a run records about how it was made: code version, libraries, device, data."""
+"""What a run records about how it was made: code version, libraries, device, data, and what
+the job took: when it started and finished, its wall seconds, its peak memory."""
 
 from __future__ import annotations
 
 import platform
+import resource
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -44,7 +47,26 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def record(spec: dict, data_meta: dict, device: torch.device) -> dict:
+def timestamp(seconds: float) -> str:
+    """Local time with its UTC offset, to the millisecond: 2026-05-09T07:35:25.123+02:00."""
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
+
+
+def peak_memory(device: torch.device) -> dict:
+    """This process's peak resident set size and, on CUDA, the most memory torch allocated."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_rss = peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
+    cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {"peak_rss_bytes": int(peak_rss), "peak_cuda_bytes": cuda}
+
+
+def record(spec: dict, data_meta: dict, device: torch.device, *, started: float) -> dict:
+    """The provenance of a run whose job began training at `started` (time.time()) and ends now.
+
+    `job_seconds` is this job's wall time from that start; a resumed job counts from its own
+    start. Memory is this process's (rank 0's, under data parallelism).
+    """
+    finished = time.time()
     return {
         "spec": spec,
         "versions": package_versions(),
@@ -52,7 +74,10 @@ def record(spec: dict, data_meta: dict, device: torch.device) -> dict:
         "git_sha": git_sha(),
         "device": device_description(device),
         "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": timestamp(started),
+        "finished": timestamp(finished),
+        "job_seconds": finished - started,
+        **peak_memory(device),
         # every digest the tokenizer step recorded: token files, tokenizer, corpus splits
         "data": {k: v for k, v in data_meta.items() if "sha256" in k},
     }

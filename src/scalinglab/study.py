@@ -23,6 +23,7 @@ from scalinglab.flops import model_counts
 from scalinglab.model import GPTConfig
 from scalinglab.parametrization import model_multipliers
 from scalinglab.schedule import decay_start_step
+from scalinglab.tokenizer import check_vocab_size
 
 ISOFLOP_PHASE = "isoflop"
 # the phases whose branches are scored on the downstream task: the runs its sigmoid is fitted on
@@ -78,8 +79,7 @@ def check_config(cfg: StudyConfig) -> None:
     budgets = [budget_label(b) for b in cfg.isoflop.budgets]
     if len(set(budgets)) != len(budgets):
         raise UserError("isoflop.budgets: two budgets share the same label (listed twice?)")
-    if cfg.tokenizer.vocab_size >= 2**32:
-        raise UserError("tokenizer.vocab_size: must be below 2**32 to fit a uint32 token file")
+    check_vocab_size(cfg.tokenizer.vocab_size)  # 257 (256 bytes + <|endoftext|>) to 2**32 - 1
     gpt_config(cfg, cfg.model.sizes[0])  # lets the parametrization reject its own bad keys
 
 

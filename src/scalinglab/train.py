@@ -115,6 +115,8 @@ class Trainer:
     initial_loss: float | None = None
     # {"step", "reason"} once the run has diverged (see scalinglab.divergence), else None
     divergence: dict | None = None
+    # when this job began (time.time()), before loading data: run.json's `started`
+    started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         meta_path = self.data_dir / "meta.json"
@@ -341,7 +343,8 @@ def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device,
 def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     lines = "".join(json.dumps(row) + "\n" for row in trainer.metrics)
     atomic.write_text(out_dir / "metrics.jsonl", lines)
-    record = provenance.record(trainer.spec, trainer.data_meta, trainer.device)
+    record = provenance.record(trainer.spec, trainer.data_meta, trainer.device,
+                               started=trainer.started)
     record["processes"] = trainer.world.size  # data parallel: the device above, this many times
     record.update(divergence.record(trainer.divergence))
     record.update(extra)
