@@ -61,6 +61,8 @@ def test_mpl_by_hand():
     want = [2 + 1 + 0.3, 2 + 0.5 + 0.4, 2 + 0.4 + 0.6 * 13 / 28, 2 + 1 / 3 + 0.25]
     got = sl.predict("mpl", p, HAND_LR, [1, 2, 3, 4])
     np.testing.assert_allclose(got, want, rtol=1e-14)
+    # S1 sums steps 1..t: without a warmup, step 0's LR is not in it (S1(2) = 1, not 1.5)
+    assert sl.predict("mpl", p, [0.5, 0.5, 0.5], [2])[0] == pytest.approx(3.0, rel=1e-14)
 
 
 def test_tissue_by_hand():
