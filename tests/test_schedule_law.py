@@ -212,6 +212,8 @@ def test_cli_contract(tmp_path, tables):
     fit = json.loads(out.read_text())
     assert fit["form"] == "tissue" and set(fit["params"]) == {"L0", "A", "alpha", "C"}
     assert set(fit["ci"]) == set(fit["params"]) and fit["bootstrap"]["n"] == 20
+    assert set(fit["bootstrap"]["bounds"]) == set(fit["params"])
+    assert fit["bootstrap"]["n_distinct"] <= 3  # multisets of 2 runs
     assert fit["train_runs"] == ["constant", "cosine"]
     assert {k: v["train"] for k, v in fit["runs"].items()} == {
         "constant": True, "cosine": True, "step": False}

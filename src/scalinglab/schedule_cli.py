@@ -45,9 +45,10 @@ def add_parser(methods) -> None:
     p.add_argument("--lr-col", default="lr", help="learning-rate column of --lr (default lr)")
     p.add_argument("--predict-out",
                    help="CSV to write: run, step, observed loss, predicted loss, train")
-    p.add_argument("--bootstrap", type=int, default=100,
-                   help="resamples of the training curves (with replacement) for 95%% intervals; "
-                   "0 skips (default 100)")
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="resamples of the training runs (with replacement) for 95%% intervals; "
+                   "each distinct resample is refitted once (3 runs: at most 10 refits, about "
+                   "20 s on upstream's curves); default 0: no intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--huber-delta", type=float, default=HUBER_DELTA,
                    help=f"Huber delta on log-loss residuals (default {HUBER_DELTA:g})")
@@ -232,6 +233,8 @@ def run(args) -> int:
         result["bootstrap"] = {
             "n": boot.n_requested, "seed": boot.seed, "n_failed": boot.n_failed,
             "n_distinct": boot.n_distinct, "level": 0.95, "unit": "training runs",
+            # an interval that ends at a bound means the resamples do not pin that parameter
+            "bounds": {n: list(sl.PARAM_BOUNDS[n]) for n in fit.params},
         }
     rows = []
     print(f"{fit.form} fit on {len(train)} run(s), {fit.n_points} points, "

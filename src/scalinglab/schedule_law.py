@@ -55,9 +55,9 @@ BLOCK_ENTRIES = 1 << 16  # (rows x change points) per block: 512 kB arrays stay 
 # An LR of exactly 0 would make lr^-gamma infinite; it is taken as this fraction of the peak
 # (its S_k(t) is then 0 until the LR rises again, so G = 0 and the choice does not matter).
 ZERO_LR_FLOOR = 1e-12
-# log-space bounds: wide, only there to keep a wandering start (or a one-curve bootstrap
-# resample, which cannot pin B, C, beta, gamma) finite
-_LOG_BOUNDS = {
+# bounds (fitted in log space): wide, only there to keep a wandering start, or a bootstrap
+# resample of one or two curves that cannot pin B, C, beta, gamma, finite
+PARAM_BOUNDS = {
     "L0": (1e-6, 1e4), "A": (1e-8, 1e8), "alpha": (1e-4, 5.0), "B": (1e-8, 1e10),
     "C": (1e-8, 1e8), "beta": (1e-4, 20.0), "gamma": (1e-4, 5.0),
 }
@@ -357,8 +357,8 @@ class ScheduleFit:
 def _refine(model: _Model, theta0, counts, delta: float):
     from scipy.optimize import least_squares
 
-    lo = np.log([_LOG_BOUNDS[n][0] for n in model.names])
-    hi = np.log([_LOG_BOUNDS[n][1] for n in model.names])
+    lo = np.log([PARAM_BOUNDS[n][0] for n in model.names])
+    hi = np.log([PARAM_BOUNDS[n][1] for n in model.names])
     theta0 = np.clip(theta0, lo + 1e-9, hi - 1e-9)
     cache = {}
 
