@@ -27,6 +27,9 @@ def register(sub) -> None:
     _add_isoflop(methods)
     _add_envelope(methods)
     _add_powerlaw(methods)
+    from scalinglab import schedule_cli
+
+    schedule_cli.add_parser(methods)
 
     from scalinglab import bench_fit
 
