@@ -12,7 +12,8 @@ points of all budgets. This phase does the same on the study's corpus and model 
   learning-rate grid shared by every budget (at least 3 LRs, so a budget's optimum can be inside);
 - every run under the study's schedule (WSD with its decay) and the study's warmup in tokens.
 
-Near-optimal: loss <= (1 + near_optimal) * best loss of the budget. The default 1% (DeepSeek:
+Near-optimal: |loss / best - 1| < near_optimal, best being the budget's lowest loss (which
+always counts), as `scalinglab.hparam_laws` selects for `fit hparams`. The default 1% (DeepSeek:
 0.25%) is about two standard deviations of the seed noise of such runs: four seeds of a 300-step
 WSD run of the default study's l2-d32 model ended at 4.550 +- 0.023 (0.5%; range 1.2%), so at
 0.25% which runs count as near-optimal would be decided by the seed.
@@ -295,8 +296,8 @@ def analyse(runs: pd.DataFrame, tolerance: float, *, n_boot: int = 1000, seed: i
                                ("lr_vs_N", "N", "lr"), ("batch_vs_N", "N", "batch_tokens")):
         laws_out[name] = fit_law(near[x_col], near[y_col], n_boot=n_boot, seed=seed)
     return {
-        "criterion": f"near-optimal: loss <= (1 + {tolerance:g}) x the budget's lowest loss "
-                     "(mean over seeds; diverged runs left out)",
+        "criterion": f"near-optimal: |loss / best - 1| < {tolerance:g}, best the budget's lowest "
+                     "loss, which counts too (mean over seeds; diverged runs left out)",
         "near_optimal": tolerance,
         "laws_form": {"lr_vs_C": "eta_opt = coef * C^exponent",
                       "batch_vs_C": "B_opt (tokens) = coef * C^exponent",
