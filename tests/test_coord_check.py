@@ -1,4 +1,5 @@
-"""The coordinate check: muP flat across width, SP growing, and a broken muP caught."""
+"""The coordinate check: muP flat across width, SP growing, and a broken muP caught; across
+depth, CompleteP flat, muP growing, and a CompleteP without its branch multiplier caught."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from helpers import (
 )
 from scalinglab import cli
 from scalinglab.coord_check import (
+    DEPTH_EXPECTED_TO_PASS,
     MAX_FLAT_GROWTH,
     CoordCheckShape,
     check,
     coord_check,
+    depth_check,
     growth,
     verdict,
     width_slopes,
@@ -178,3 +181,63 @@ def test_the_default_target_plans_the_verdict_in_the_coord_check_job(tmp_path):
     made_by = {line.split("\t")[0]: line.split("\t")[2] for line in result.stdout.splitlines()
                if line.count("\t") >= 2}
     assert made_by["results/muP/coord_check.json"] == "coord_check"
+
+
+# ---------------------------------------------------------------- across depth (CompleteP)
+
+DEPTHS = [2, 4, 8]  # 4x, as the issue asks
+
+
+def without_branch_multiplier(label, gpt_cfg):
+    # CompleteP's LR, eps and init rules in place, but residual branches not divided by m_d
+    return dataclasses.replace(gpt_cfg, residual_scale=1.0) if label == "broken-completep" \
+        else gpt_cfg
+
+
+@pytest.fixture(scope="module")
+def depth_table(one_thread) -> pd.DataFrame:  # noqa: F811 (the fixture, requested so it runs first)
+    pcfgs = {
+        "mup": ParametrizationConfig("mup", base_width=64),
+        "completep": ParametrizationConfig("completep", base_width=64, base_depth=2),
+        "broken-completep": ParametrizationConfig("completep", base_width=64, base_depth=2),
+    }
+    # width 64 and lr 3e-3 (depth_check's defaults); seeds 0, 1 averaged
+    return depth_check(DEPTHS, pcfgs, width=64, steps=4, lr=3e-3, seeds=(0, 1), shape=SHAPE,
+                       adjust=without_branch_multiplier)
+
+
+def test_depth_table_records_the_residual_stream_of_every_depth(depth_table):
+    at = depth_table[(depth_table["depth"] == 8) & (depth_table["parametrization"] == "mup")]
+    assert {"emb", "resid", "logits", "h.0.attn", "h.7.mlp"} <= set(at["site"])
+    assert set(depth_table["depth"]) == set(DEPTHS) and set(depth_table["step"]) == set(range(5))
+    assert (depth_table["rms"] > 0).all()
+    # at base depth CompleteP is muP: the same numbers
+    base = depth_table[depth_table["depth"] == 2].set_index(["parametrization", "seed", "step",
+                                                               "site"])["rms"]
+    assert (base["mup"] == base["completep"]).all()
+
+
+def test_residual_stream_is_flat_across_depth_at_init(depth_table):
+    """At init GPT-2's 1/sqrt(2 n_layer) projection init keeps muP flat in depth too, and
+    CompleteP (its init held at the base depth, branches / m_d) as well: measured 1.0x, 0.87x."""
+    ratios = growth(depth_table, "resid", step=0, axis="depth")
+    for label in ("mup", "completep"):
+        assert 1 / MAX_FLAT_GROWTH < ratios[label] < MAX_FLAT_GROWTH, label
+
+
+def test_after_a_few_steps_completep_stays_flat_and_mup_grows_with_depth(depth_table):
+    """Measured over seeds 0-4 one at a time (this shape): muP 2.2-4.8x, CompleteP 0.64-1.03x,
+    CompleteP without its multiplier 3.3-5.7x, from depth 2 to 8 at step 4."""
+    ratios = growth(depth_table, "resid", step=4, axis="depth")
+    assert 1 / MAX_FLAT_GROWTH < ratios["completep"] < MAX_FLAT_GROWTH
+    assert ratios["mup"] > MAX_FLAT_GROWTH
+    assert ratios["broken-completep"] > MAX_FLAT_GROWTH
+    verdicts = check(depth_table, "resid", step=4, axis="depth")
+    assert {k: verdicts[k] for k in DEPTH_EXPECTED_TO_PASS} == DEPTH_EXPECTED_TO_PASS
+    assert verdicts["broken-completep"] is False
+
+
+def test_depth_check_refuses_a_single_depth():
+    with pytest.raises(UserError, match="depths"):
+        depth_check([4], {"mup": ParametrizationConfig("mup", base_width=64)}, shape=SHAPE)
+

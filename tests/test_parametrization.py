@@ -7,10 +7,12 @@ from scalinglab.errors import UserError
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.parametrization import (
     ParametrizationConfig,
+    depth_multiplier,
     init_std,
     init_weights,
     model_multipliers,
     param_groups,
+    rule_factors,
     width_multiplier,
 )
 
@@ -206,3 +208,160 @@ def test_readme_lists_the_rules_of_the_docstring_table():
     section = readme.split("### Parametrizations: SP and muP")[1].split("\n### ")[0]
     assert _rule_names(section) == _rule_names(parametrization.__doc__)
     assert "router.lr" in _rule_names(section)
+
+
+# ---------------------------------------------------------------- CompleteP (arXiv:2505.01618)
+
+
+def completep(**settings) -> ParametrizationConfig:
+    return ParametrizationConfig("completep", **({"base_width": BASE, "base_depth": 2} | settings))
+
+
+@pytest.mark.parametrize(
+    "n_embd, n_layer, alpha, expected",
+    [
+        # m_w = m_d = 1: every factor is muP's at base width, i.e. 1 (and no decay on gains)
+        (16, 2, 1.0, {"residual.mult": 1.0, "hidden.lr": 1.0, "vector.lr": 1.0, "adam.eps": 1.0,
+                      "hidden.weight_decay": 1.0, "vector.weight_decay": 0.0}),
+        # m_w = 4, m_d = 1: muP's width rules; eps / 4; hidden decay x 4 so that lr * wd is fixed
+        (64, 2, 1.0, {"residual.mult": 1.0, "hidden.lr": 0.25, "vector.lr": 1.0,
+                      "adam.eps": 0.25, "hidden.weight_decay": 4.0, "embedding.weight_decay": 1.0,
+                      "hidden.init_std": 0.5, "logits.scale": 0.25}),
+        # m_w = 1, m_d = 4, alpha = 1: branches / 4, eps / 4; LRs unchanged (m_d^0)
+        (16, 8, 1.0, {"residual.mult": 0.25, "hidden.lr": 1.0, "router.lr": 1.0, "vector.lr": 1.0,
+                      "adam.eps": 0.25, "hidden.weight_decay": 1.0, "readout.lr": 1.0}),
+        # m_w = 4, m_d = 4, alpha = 1
+        (64, 8, 1.0, {"residual.mult": 0.25, "hidden.lr": 0.25, "vector.lr": 1.0,
+                      "adam.eps": 0.0625, "hidden.weight_decay": 4.0,
+                      "embedding.lr": 1.0, "embedding.weight_decay": 1.0}),
+        # m_w = 4, m_d = 4, alpha = 0.5 (Depth-muP): branches m_d^-0.5, hidden lr
+        # m_w^-1 m_d^-0.5, gains m_d^-0.5, eps m_w^-1 m_d^-0.5, hidden decay m_w m_d^0.5
+        (64, 8, 0.5, {"residual.mult": 0.5, "hidden.lr": 0.125, "router.lr": 0.125,
+                      "vector.lr": 0.5, "adam.eps": 0.125, "hidden.weight_decay": 8.0,
+                      "router.weight_decay": 8.0, "vector.weight_decay": 0.0,
+                      "readout.weight_decay": 1.0}),
+        # m_d = 16 / 2 = 8 at m_w = 2
+        (32, 16, 1.0, {"residual.mult": 0.125, "hidden.lr": 0.5, "adam.eps": 0.0625,
+                       "hidden.weight_decay": 2.0}),
+    ],
+)
+def test_completep_rules_at_listed_multipliers(n_embd, n_layer, alpha, expected):
+    factors = rule_factors(completep(alpha=alpha), n_layer, n_embd)
+    assert {k: factors[k] for k in expected} == expected
+    assert depth_multiplier(completep(), n_layer) == n_layer / 2
+    # the depth rules belong to CompleteP alone
+    for name in ("sp", "mup"):
+        plain = rule_factors(ParametrizationConfig(name, base_width=BASE, base_depth=2), 8, 16)
+        assert plain["residual.mult"] == plain["adam.eps"] == plain["vector.lr"] == 1.0
+
+
+def test_completep_multipliers_init_and_groups_hand_computed():
+    pcfg = completep()
+    # width 64 (m_w = 4, d_head 32), 8 layers (m_d = 4)
+    assert model_multipliers(pcfg, 8, 64, 2) == {
+        "emb_scale": 1.0, "logit_scale": 0.25, "attn_scale": 1 / 32, "residual_scale": 0.25}
+    # c_proj keeps GPT-2's 1/sqrt(2 n_layer) at the base depth: 0.02 / 2 / sqrt(4)
+    assert init_std(pcfg, "transformer.h.7.mlp.c_proj.weight", "hidden", 8, 4.0) == 0.005
+    assert init_std(pcfg, "transformer.h.0.attn.c_attn.weight", "hidden", 8, 4.0) == 0.01
+    mup = ParametrizationConfig("mup", base_width=BASE)
+    assert init_std(mup, "transformer.h.7.mlp.c_proj.weight", "hidden", 8, 4.0) == 0.0025
+
+    cfg = GPTConfig(n_embd=64, vocab_size=64, block_size=16, n_layer=8, n_head=2,
+                    **model_multipliers(pcfg, 8, 64, 2))
+    model = GPT(cfg)
+    init_weights(model, pcfg, torch.Generator().manual_seed(0))
+    groups = param_groups(model, pcfg, lr=1e-2, weight_decay=0.1)
+    summary = {g["name"]: (g["lr"], g["lr_mult"], g["weight_decay"], g["eps"]) for g in groups}
+    assert summary == {
+        "embedding": (1e-2, 1.0, 0.1, 1e-8 / 16),
+        "position": (1e-2, 1.0, 0.1, 1e-8 / 16),
+        "hidden": (2.5e-3, 0.25, 0.1 * 4.0, 1e-8 / 16),
+        "readout": (1e-2, 1.0, 0.1, 1e-8 / 16),
+        "vector": (1e-2, 1.0, 0.0, 1e-8 / 16),
+    }
+    # decoupled AdamW decays by lr * weight_decay: the same in every decayed group
+    assert {g["lr"] * g["weight_decay"] for g in groups if g["name"] != "vector"} == {1e-3}
+    opt = torch.optim.AdamW(groups, lr=1.0)
+    assert [g["eps"] for g in opt.param_groups] == [1e-8 / 16] * 5
+
+
+def test_sp_and_mup_groups_carry_torchs_default_eps():
+    """SP and muP do not scale epsilon: every group has torch's AdamW default, so the optimizer
+    steps exactly as it did before groups carried an "eps"."""
+    default_eps = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))]).defaults["eps"]
+    for name in ("sp", "mup"):
+        pcfg = ParametrizationConfig(name, base_width=BASE)
+        assert {g["eps"] for g in param_groups(build(pcfg, 64), pcfg, 1e-2, 0.1)} == {default_eps}
+
+
+def train_two_steps(model, groups):
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 64, (2, 16), generator=gen)
+    tgt = torch.randint(0, 64, (2, 16), generator=gen)
+    opt = torch.optim.AdamW(groups)
+    for _ in range(2):
+        opt.zero_grad()
+        model(idx, tgt)[1].backward()
+        opt.step()
+    return model(idx, tgt)
+
+
+@pytest.mark.parametrize("n_embd", [BASE, 64])
+def test_completep_equals_mup_at_base_depth(n_embd):
+    """m_d = 1 (n_layer = base_depth): CompleteP's init, multipliers and learning rates are
+    muP's exactly, at any width. Its epsilon and weight decay follow their width rules (eps / m,
+    lambda * m on hidden matrices), which the project's muP does not have, so at m_w = 1 too the
+    whole training step is the same, bit for bit."""
+    settings = dict(attn_scale="linear", output_mult=2.0, emb_scale=3.0)
+    mup = ParametrizationConfig("mup", base_width=BASE, **settings)
+    cp = ParametrizationConfig("completep", base_width=BASE, base_depth=2, **settings)
+    assert model_multipliers(cp, 2, n_embd, 2) == model_multipliers(mup, 2, n_embd, 2)
+    a, b = build(mup, n_embd, seed=3), build(cp, n_embd, seed=3)
+    assert a.config == b.config
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+    ga = param_groups(a, mup, lr=3e-3, weight_decay=0.1)
+    gb = param_groups(b, cp, lr=3e-3, weight_decay=0.1)
+    m = n_embd / BASE
+    for x, y in zip(ga, gb, strict=True):
+        assert (x["name"], x["lr"], x["lr_mult"]) == (y["name"], y["lr"], y["lr_mult"])
+        assert y["eps"] == x["eps"] / m
+        assert y["weight_decay"] == (x["weight_decay"] * m if x["name"] == "hidden"
+                                     else x["weight_decay"])
+    if n_embd == BASE:
+        strip = [{k: v for k, v in g.items() if k != "params"} for g in ga]
+        assert strip == [{k: v for k, v in g.items() if k != "params"} for g in gb]
+        la, lb = train_two_steps(a, ga), train_two_steps(b, gb)
+        assert torch.equal(la[0], lb[0]) and la[1].item() == lb[1].item()
+
+
+def test_completep_differs_from_mup_off_base_depth():
+    mup = ParametrizationConfig("mup", base_width=BASE)
+    cp = completep()
+    assert model_multipliers(cp, 8, BASE, 2)["residual_scale"] == 0.25
+    assert model_multipliers(mup, 8, BASE, 2)["residual_scale"] == 1.0
+    cfg = GPTConfig(n_embd=BASE, vocab_size=64, block_size=16, n_layer=8, n_head=2,
+                    **model_multipliers(cp, 8, BASE, 2))
+    model = GPT(cfg)
+    init_weights(model, cp, torch.Generator().manual_seed(0))
+    proj = torch.cat([model.transformer.h[i].mlp.c_proj.weight.flatten() for i in range(8)])
+    assert proj.std().item() == pytest.approx(0.02 / 2, rel=0.05)  # 1/sqrt(2 * base_depth)
+
+
+def test_completep_bad_values_name_the_key():
+    with pytest.raises(UserError, match=r"parametrization\.base_depth"):
+        completep(base_depth=0)
+    with pytest.raises(UserError, match=r"parametrization\.base_depth"):
+        ParametrizationConfig("completep", base_depth=2.5)
+    with pytest.raises(UserError, match=r"parametrization\.alpha.*0\.3"):
+        completep(alpha=0.3)
+    with pytest.raises(UserError, match=r"parametrization\.alpha"):
+        completep(alpha=True)
+    with pytest.raises(UserError, match=r"parametrization\.depth_scale"):
+        completep(depth_scale=True)
+    with pytest.raises(UserError, match=r"parametrization\.base_width: CompleteP.*n_embd=8"):
+        model_multipliers(completep(), 2, 8, 2)
+    # the CompleteP keys are checked under any name, and ignored by SP and muP
+    with pytest.raises(UserError, match=r"parametrization\.alpha"):
+        ParametrizationConfig("mup", alpha=2.0)
+    assert depth_multiplier(ParametrizationConfig("mup", base_depth=4), 8) == 1.0

@@ -27,7 +27,7 @@ def ref() -> Path:
         pytest.fail(
             f"reference data not found at {path}: these checks need the published tables "
             "(set SCALINGLAB_REFERENCE_DATA to the folder holding epoch-chinchilla/, "
-            "cs336-isoflops/, porian-isoflops/, isoflops-collection/)",
+            "cs336-isoflops/, porian-isoflops/, isoflops-collection/, steplaw/)",
             pytrace=False,
         )
     return path
@@ -189,3 +189,32 @@ def test_isoflops_collection_method2(ref, source, dataset, condition, a_expected
     assert fit.a == pytest.approx(a_expected, abs=2e-3)
     for dropped in fit.dropped:  # only budgets that really have no minimum are dropped
         assert "curvature" in dropped.reason
+
+
+# ---------------------------------------------------------------- Step Law (arXiv:2503.04715)
+
+
+def test_steplaw_dense_sweep_through_the_cli(ref, tmp_path):
+    """StepFun's released dense LR x batch sweep: 17 (N, D) groups, batch in sequences of 2,048
+    tokens, fitted on `smooth loss` as upstream does. Recomputed with upstream's method on the
+    released rows (steplaw/README.md): 129 near-optimal runs, lr ~ N^-0.766 D^0.197,
+    B ~ D^0.613. The paper's own numbers (N^-0.713 D^0.307, D^0.571) came from more runs than
+    were released."""
+    import json
+
+    out = tmp_path / "fit.json"
+    argv = ["fit", "hparams", "--input", str(ref / "steplaw" / "dense_lr_bs_loss.csv"),
+            "--out", str(out), "--batch-col", "bs", "--batch-scale", "2048",
+            "--loss-col", "smooth loss", "--bootstrap", "200"]
+    assert main(argv) == 0
+    fit = json.loads(out.read_text())
+    assert fit["n_runs"] == 1911 and fit["n_groups"] == 17
+    assert fit["n_near_optimal"] == 129
+    assert fit["lr_law"]["exp_N"] == pytest.approx(-0.766, abs=0.01)
+    assert fit["lr_law"]["exp_D"] == pytest.approx(0.197, abs=0.01)
+    assert fit["batch_law"]["exp_D"] == pytest.approx(0.613, abs=0.01)
+    assert fit["lr_law"]["coef"] == pytest.approx(77.7, rel=0.01)
+    assert fit["batch_law"]["coef"] == pytest.approx(0.209, rel=0.01)
+    low, high = fit["ci"]["lr_law"]["exp_N"]
+    assert low < -0.766 < high
+

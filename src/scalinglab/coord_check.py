@@ -17,6 +17,13 @@ sqrt(mean(x^2)) over batch, positions and features, measured on one fixed probe 
 per-site slopes and whether each parametrization behaved as expected). The test suite asserts
 both sides (muP flat, SP growing) and that a muP without its 1/m logit multiplier fails: a check
 that cannot fail proves nothing.
+
+`depth_check` is the same experiment across depth at one width (CompleteP, Dey et al.,
+arXiv:2505.01618, whose coordinate checks also vary depth): it also records "resid", the residual
+stream as it enters the final LayerNorm. At init the GPT-2 1/sqrt(2 n_layer) projection init
+keeps it flat under muP too; after a few Adam steps every block has moved it by O(lr) in a
+common direction, so under muP it grows with the number of blocks, while CompleteP's m_d^-alpha
+branch multiplier keeps the sum O(1). `growth(..., axis="depth")` and `check` judge it.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ COLUMNS = ["parametrization", "width", "seed", "step", "site", "rms"]
 # 1.01x, SP 3.3x; the tests' random tokens give muP ~0.8-0.9x, SP 8-13x, a broken muP 5-6x.)
 MAX_FLAT_GROWTH = 2.0
 # What a correct implementation gives: muP passes (flat logits), SP fails (they grow with width).
-EXPECTED_TO_PASS = {"sp": False, "mup": True}
+# CompleteP's width rules are muP's.
+EXPECTED_TO_PASS = {"sp": False, "mup": True, "completep": True}
+# Across depth (`depth_check`): CompleteP keeps the residual stream ("resid") flat, muP does not.
+# Measured with depth_check's defaults (width 64, lr 3e-3, depths 2-8, random tokens), seeds
+# 0-4, growth at step 4: muP 2.5-4.3x, CompleteP 0.65-0.89x, a CompleteP without its residual
+# multiplier 3.3-6.7x; at init (step 0) muP 1.0x, CompleteP 0.87x.
+DEPTH_EXPECTED_TO_PASS = {"mup": False, "completep": True}
+DEPTH_COLUMNS = ["parametrization", "depth", "seed", "step", "site", "rms"]
 
 
 @dataclass(frozen=True)
@@ -110,26 +124,77 @@ def coord_check(
     rows = []
     for seed in seeds:
         batches = _batches(shape, steps, seed, None if data_dir is None else Path(data_dir))
-        probe_x, _ = batches[-1]
         for label, pcfg in parametrizations.items():
             for width in widths:
                 model, optimizer = _build(label, pcfg, width, shape, lr, seed, adjust)
-                for step in range(steps + 1):
-                    if step > 0:
-                        x, y = batches[step - 1]
-                        _, loss = model(x, y)
-                        loss.backward()
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    acts: dict[str, torch.Tensor] = {}
-                    with torch.no_grad():
-                        model(probe_x, activations=acts)
-                    rows += [
-                        {"parametrization": label, "width": width, "seed": seed, "step": step,
-                         "site": site, "rms": rms}
-                        for site, rms in _rms_by_site(acts).items()
-                    ]
+                rows += [{"parametrization": label, "width": width, "seed": seed, **row}
+                         for row in _trajectory(model, optimizer, batches, steps)]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def depth_check(
+    depths: Sequence[int],
+    parametrizations: dict[str, ParametrizationConfig],
+    *,
+    width: int = 64,
+    steps: int = 4,
+    lr: float = 3e-3,
+    seeds: Sequence[int] = (0,),
+    shape: CoordCheckShape = CoordCheckShape(),
+    data_dir: str | Path | None = None,
+    adjust: Callable[[str, GPTConfig], GPTConfig] | None = None,
+) -> pd.DataFrame:
+    """`coord_check` across depth: the same width, `shape` with n_layer set to each depth.
+
+    Besides `GPT.forward`'s sites, records "resid": the residual stream entering `ln_f` (a
+    forward pre-hook, so the model file stays as it is). Columns `DEPTH_COLUMNS`.
+    """
+    _check_args([width, width], steps, lr, shape)
+    if len(depths) < 2 or any(not isinstance(d, int) or d <= 0 for d in depths):
+        raise UserError(f"coord-check: depths must be two or more positive integers, got "
+                        f"{list(depths)}")
+    if data_dir is not None:
+        shape = replace(shape, vocab_size=_vocab_size(Path(data_dir)))
+    rows = []
+    for seed in seeds:
+        batches = _batches(shape, steps, seed, None if data_dir is None else Path(data_dir))
+        for label, pcfg in parametrizations.items():
+            for depth in depths:
+                model, optimizer = _build(label, pcfg, width, replace(shape, n_layer=depth), lr,
+                                          seed, adjust)
+                rows += [{"parametrization": label, "depth": depth, "seed": seed, **row}
+                         for row in _trajectory(model, optimizer, batches, steps, resid=True)]
+    return pd.DataFrame(rows, columns=DEPTH_COLUMNS)
+
+
+def _trajectory(model, optimizer, batches, steps: int, resid: bool = False) -> list[dict]:
+    """{step, site, rms} rows on the probe batch (the last of `batches`) after 0..`steps`
+    updates on the others; with `resid`, also the residual stream entering `ln_f`."""
+    probe_x, _ = batches[-1]
+    entering_ln_f: dict[str, torch.Tensor] = {}
+    hook = None
+    if resid:  # the last forward pass before a read is the probe's
+        hook = model.transformer.ln_f.register_forward_pre_hook(
+            lambda _module, args: entering_ln_f.__setitem__("resid", args[0].detach()))
+    rows = []
+    try:
+        for step in range(steps + 1):
+            if step > 0:
+                x, y = batches[step - 1]
+                _, loss = model(x, y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            acts: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                model(probe_x, activations=acts)
+            acts.update(entering_ln_f)
+            rows += [{"step": step, "site": site, "rms": rms}
+                     for site, rms in _rms_by_site(acts).items()]
+    finally:
+        if hook is not None:
+            hook.remove()
+    return rows
 
 
 def _build(label, pcfg, width, shape, lr, seed, adjust):
@@ -165,24 +230,28 @@ def _check_args(widths, steps, lr, shape) -> None:
         raise UserError(f"coord-check: lr must be > 0, got {lr}")
 
 
-def growth(table: pd.DataFrame, site: str = "logits", step: int = 3) -> dict[str, float]:
+def growth(table: pd.DataFrame, site: str = "logits", step: int = 3,
+           axis: str = "width") -> dict[str, float]:
     """Per parametrization: RMS at the widest width / RMS at the narrowest, at (site, step),
-    averaged over seeds. 1 is perfectly flat."""
+    averaged over seeds; 1 is perfectly flat. `axis="depth"` compares the deepest with the
+    shallowest model of a `depth_check` table instead."""
     rows = table[(table["site"] == site) & (table["step"] == step)]
     if rows.empty:
         raise UserError(f"coord-check: no rows for site {site!r} at step {step}")
     out = {}
     for label, group in rows.groupby("parametrization", sort=False):
-        by_width = group.groupby("width")["rms"].mean().sort_index()
-        out[str(label)] = float(by_width.iloc[-1] / by_width.iloc[0])
+        by_axis = group.groupby(axis)["rms"].mean().sort_index()
+        out[str(label)] = float(by_axis.iloc[-1] / by_axis.iloc[0])
     return out
 
 
 def check(table: pd.DataFrame, site: str = "logits", step: int = 3,
-          max_growth: float = MAX_FLAT_GROWTH) -> dict[str, bool]:
+          max_growth: float = MAX_FLAT_GROWTH, axis: str = "width") -> dict[str, bool]:
     """Per parametrization: True when the (site, step) RMS grows by less than `max_growth`
-    across the widths (the muP expectation), False when it grows more (the SP expectation)."""
-    return {label: ratio < max_growth for label, ratio in growth(table, site, step).items()}
+    across the widths (the muP expectation), False when it grows more (the SP expectation);
+    across the depths with `axis="depth"` (CompleteP flat, muP growing)."""
+    return {label: ratio < max_growth
+            for label, ratio in growth(table, site, step, axis).items()}
 
 
 def width_slopes(table: pd.DataFrame, step: int) -> pd.DataFrame:

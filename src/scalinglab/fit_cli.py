@@ -1,6 +1,7 @@
 """`scalinglab fit ...`, `bench-fit` and `paper-figure`: the command line of the fitting library.
 
-A thin layer over `scalinglab.laws`: read a table, check the columns, fit, write one JSON file.
+A thin layer over `scalinglab.laws` and `scalinglab.hparam_laws`: read a table, check the
+columns, fit, write one JSON file.
 Bad input (a missing column, a non-positive value, too few rows, an unreadable file) raises a
 `UserError` that names the column or file, before anything is written.
 """
@@ -30,6 +31,7 @@ def register(sub) -> None:
     from scalinglab import schedule_cli
 
     schedule_cli.add_parser(methods)
+    _add_hparams(methods)
 
     from scalinglab import bench_fit
 
@@ -126,6 +128,36 @@ def _add_powerlaw(methods) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=run_powerlaw)
+
+
+def _add_hparams(methods) -> None:
+    p = methods.add_parser(
+        "hparams",
+        help="lr and batch laws from an LR x batch sweep (Step Law; DeepSeek eta(C), B(C))",
+        description="Near-optimal runs: in each (N, D) group, the runs with |loss / group best "
+        "- 1| < --near-optimal. Through them, least squares in logs: lr = coef N^exp_N D^exp_D "
+        "and B = coef D^exp_D (Step Law, arXiv 2503.04715), and eta_opt = coef C^exponent, "
+        "B_opt = coef C^exponent (DeepSeek LLM, arXiv 2401.02954); C = 6ND without a C column. "
+        "Intervals from a bootstrap over the near-optimal runs.",
+    )
+    _common(p)
+    p.add_argument("--d-col", default="D", help="training tokens column (default D)")
+    p.add_argument("--lr-col", default="lr", help="peak learning rate column (default lr)")
+    p.add_argument("--batch-col", default="batch", help="batch size column (default batch)")
+    p.add_argument(
+        "--batch-scale", type=float, default=1.0,
+        help="multiply the batch column by this, e.g. the sequence length when the column "
+        "counts sequences and the laws should be in tokens (default 1)",
+    )
+    p.add_argument(
+        "--c-col", help="compute column in FLOPs (default C; when absent, C = 6ND)"
+    )
+    p.add_argument(
+        "--near-optimal", type=float, default=0.0025,
+        help="tolerance: a run within this fraction of its group's best loss is near-optimal "
+        "(default 0.0025, Step Law's and DeepSeek's 0.25%%)",
+    )
+    p.set_defaults(func=run_hparams)
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,3 +494,41 @@ def run_powerlaw(args) -> int:
         result["ci"] = boot.intervals()
         result["bootstrap"] = _bootstrap_block(boot)
     return _write(args, result)
+
+
+def run_hparams(args) -> int:
+    from scalinglab import hparam_laws
+
+    if not args.near_optimal >= 0:
+        raise UserError(f"--near-optimal {args.near_optimal!r}: must be >= 0")
+    if not (math.isfinite(args.batch_scale) and args.batch_scale > 0):
+        raise UserError(f"--batch-scale {args.batch_scale!r}: must be positive")
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")
+    df = read_table(args.input)
+    if args.c_col is not None and args.c_col not in df.columns:
+        have = ", ".join(map(str, df.columns))
+        raise UserError(f"{args.input}: no column {args.c_col!r} (--c-col); columns are: {have}")
+    c_col = args.c_col or ("C" if "C" in df.columns else None)
+    names = {"N": args.n_col, "D": args.d_col, "lr": args.lr_col, "batch": args.batch_col,
+             "loss": args.loss_col, "C": c_col}
+    cols = Columns(df, args.input, names)
+    if cols.n == 0:
+        cols.require(1, "a near-optimal run")
+    v = cols.values
+    try:
+        result = hparam_laws.fit_sweep(
+            v["N"], v["D"], v["lr"], args.batch_scale * v["batch"], v["loss"], v.get("C"),
+            tolerance=args.near_optimal, n_boot=args.bootstrap, seed=args.seed)
+    except hparam_laws.HparamFitError as err:
+        raise UserError(f"{args.input}: {err}") from err
+    result["columns"] = {role: name for role, name in names.items() if name is not None}
+    result["batch_scale"] = args.batch_scale
+    result["n_dropped_nan"] = cols.n_dropped_nan
+    result["n_dropped_diverged"] = cols.n_dropped_diverged
+    _write(args, result)
+    lr_law, batch_law = result["lr_law"], result["batch_law"]
+    print(f"{result['n_near_optimal']} near-optimal runs of {result['n_runs']} in "
+          f"{result['n_groups']} (N, D) groups; lr = {lr_law['coef']:.4g} N^{lr_law['exp_N']:.3f}"
+          f" D^{lr_law['exp_D']:.3f}; B = {batch_law['coef']:.4g} D^{batch_law['exp_D']:.3f}")
+    return 0

@@ -12,7 +12,8 @@ points of all budgets. This phase does the same on the study's corpus and model 
   learning-rate grid shared by every budget (at least 3 LRs, so a budget's optimum can be inside);
 - every run under the study's schedule (WSD with its decay) and the study's warmup in tokens.
 
-Near-optimal: loss <= (1 + near_optimal) * best loss of the budget. The default 1% (DeepSeek:
+Near-optimal: |loss / best - 1| < near_optimal, best being the budget's lowest loss (which
+always counts), as `scalinglab.hparam_laws` selects for `fit hparams`. The default 1% (DeepSeek:
 0.25%) is about two standard deviations of the seed noise of such runs: four seeds of a 300-step
 WSD run of the default study's l2-d32 model ended at 4.550 +- 0.023 (0.5%; range 1.2%), so at
 0.25% which runs count as near-optimal would be decided by the seed.
@@ -220,31 +221,37 @@ def mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def near_optimal(points: pd.DataFrame, tolerance: float) -> pd.Series:
-    """True for points within `tolerance` (a fraction) of their budget's lowest loss."""
-    best = points.groupby("C")["loss"].transform("min")
-    return (points["loss"] <= best * (1.0 + tolerance)) & ~points["diverged"]
+    """True for points within `tolerance` (a fraction) of their budget's lowest loss, and for
+    that lowest one: `hparam_laws.near_optimal` with the budget C as the group. Diverged
+    points are never near-optimal, nor their budget's best."""
+    from scalinglab import hparam_laws
+
+    loss = points["loss"].where(~points["diverged"])
+    mask = hparam_laws.near_optimal(loss, [points["C"]], tolerance)
+    return pd.Series(mask, index=points.index)
 
 
 def fit_law(x, y, *, n_boot: int, seed: int) -> dict:
-    """y = coef * x^exponent on the given points, with a pairs-bootstrap 95% interval and the
-    replicates (the recipe evaluates them at its own compute)."""
-    from scalinglab import laws
+    """y = coef * x^exponent on the given points (`hparam_laws.fit_loglinear`), with a pairs-
+    bootstrap 95% interval and the replicates (the recipe evaluates them at its own compute)."""
+    from scalinglab import hparam_laws
 
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(np.unique(x)) < 2:
-        return {"error": "fewer than 2 distinct x values"}
     try:
-        fit = laws.fit_power_law(x, y)
-    except laws.FitError as err:
+        fit = hparam_laws.fit_loglinear(y, {"x": x})
+    except hparam_laws.HparamFitError as err:
         return {"error": str(err)}
-    out = {"form": "y = coef * x^exponent", "coef": fit.coef, "exponent": fit.exponent,
+    out = {"form": "y = coef * x^exponent", "coef": fit.coef, "exponent": fit.exponents["x"],
            "n_points": fit.n_points, "rss_log": fit.rss, "ci": None, "samples": []}
     if n_boot > 0:
-        boot = laws.bootstrap_power_law(x, y, n_boot=n_boot, seed=seed)
-        out["ci"] = boot.intervals()
-        out["bootstrap"] = {"n": n_boot, "seed": seed, "n_failed": boot.n_failed,
-                            "level": 0.95}
-        out["samples"] = [[float(f"{c:.6g}"), float(f"{e:.6g}")] for c, e in boot.samples]
+        reps = hparam_laws.bootstrap_loglinear(y, {"x": x}, hparam_laws.resample(len(x), n_boot,
+                                                                                 seed))
+        ok = reps[np.isfinite(reps[:, 0])]
+        out["ci"] = {"coef": hparam_laws.percentile_interval(ok[:, 0]),
+                     "exponent": hparam_laws.percentile_interval(ok[:, 1])}
+        out["bootstrap"] = {"n": n_boot, "seed": seed, "n_failed": n_boot - len(ok),
+                            "level": hparam_laws.LEVEL}
+        out["samples"] = [[float(f"{c:.6g}"), float(f"{e:.6g}")] for c, e in ok]
     return out
 
 
@@ -289,8 +296,8 @@ def analyse(runs: pd.DataFrame, tolerance: float, *, n_boot: int = 1000, seed: i
                                ("lr_vs_N", "N", "lr"), ("batch_vs_N", "N", "batch_tokens")):
         laws_out[name] = fit_law(near[x_col], near[y_col], n_boot=n_boot, seed=seed)
     return {
-        "criterion": f"near-optimal: loss <= (1 + {tolerance:g}) x the budget's lowest loss "
-                     "(mean over seeds; diverged runs left out)",
+        "criterion": f"near-optimal: |loss / best - 1| < {tolerance:g}, best the budget's lowest "
+                     "loss, which counts too (mean over seeds; diverged runs left out)",
         "near_optimal": tolerance,
         "laws_form": {"lr_vs_C": "eta_opt = coef * C^exponent",
                       "batch_vs_C": "B_opt (tokens) = coef * C^exponent",
