@@ -204,6 +204,18 @@ def check_epochs(cfg: StudyConfig, table: pd.DataFrame, train_tokens: int) -> pd
     return table
 
 
+# CompleteP's depth keys: a run of another parametrization is computed without them, and
+# leaving them out of its spec keeps the specs (and so the runs) of earlier studies unchanged
+DEPTH_KEYS = ("base_depth", "alpha")
+
+
+def run_parametrization(section: dict) -> dict:
+    """The parametrization section as a run's spec holds it."""
+    if section["name"] == "completep":
+        return section
+    return {key: value for key, value in section.items() if key not in DEPTH_KEYS}
+
+
 def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
     """The resolved spec of one series: everything its stable run and branches need.
 
@@ -221,7 +233,7 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
         "phase": str(first.phase),
         "seed": cfg.seed,
         "model": to_dict(gpt_config(cfg, size)),
-        "parametrization": resolved["parametrization"],
+        "parametrization": run_parametrization(resolved["parametrization"]),
         "training": resolved["training"],
         "schedule": resolved["schedule"],
         "schedule_name": str(first.schedule),
