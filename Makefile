@@ -28,6 +28,7 @@ lint: venv
 	$(BIN)/ruff check src tests
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint -n
+	$(BIN)/lint-imports
 
 bench: venv
 	$(BIN)/python -m scalinglab bench train

@@ -10,21 +10,7 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# A job in a conda env (--software-deployment-method conda, workflow/envs/scalinglab.yaml) has the
-# dependencies only and imports scalinglab from this checkout (every job re-reads this file).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    dict.fromkeys(
-        p
-        for p in [
-            os.path.join(workflow.basedir, "src"),
-            *os.environ.get("PYTHONPATH", "").split(os.pathsep),
-        ]
-        if p
-    )
-)
-
-
-# common.smk puts this Snakemake's interpreter first on PATH for the jobs
+# common.smk puts this Snakemake's interpreter first on PATH for the jobs (scalinglab.jobs)
 envvars:
     "PATH",
 

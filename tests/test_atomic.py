@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from scalinglab import atomic, checkpoint
+from scalinglab import atomic
+from scalinglab.training import checkpoint
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_readme_config_table_is_rendered_from_the_schema():
 
 def test_the_shipped_gpu_study_config_is_valid(tmp_path, monkeypatch, capsys):
     """workflow/configs/gpu.yaml plans 10M-115M-parameter models on a user's corpus."""
-    from scalinglab import cli
+    from scalinglab.cli import main as cli
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.jsonl").write_text('{"text": "def f(): return 1"}\n' * 20)

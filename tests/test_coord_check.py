@@ -18,8 +18,10 @@ from helpers import (
     one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
     write_token_dir,
 )
-from scalinglab import cli
-from scalinglab.coord_check import (
+from scalinglab.cli import main as cli
+from scalinglab.errors import UserError
+from scalinglab.parametrization import ParametrizationConfig
+from scalinglab.training.coord_check import (
     DEPTH_EXPECTED_TO_PASS,
     MAX_FLAT_GROWTH,
     CoordCheckShape,
@@ -30,8 +32,6 @@ from scalinglab.coord_check import (
     verdict,
     width_slopes,
 )
-from scalinglab.errors import UserError
-from scalinglab.parametrization import ParametrizationConfig
 
 WIDTHS = [64, 128, 256, 512]  # 8x, as the issue asks
 SHAPE = CoordCheckShape(n_layer=1, n_head=4, block_size=16, batch_size=4, vocab_size=128)

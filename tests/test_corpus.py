@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import REPO
-from scalinglab import cli
+from scalinglab.cli import main as cli
 from scalinglab.corpus import (
     SAMPLE_BYTES,
     CorpusConfig,

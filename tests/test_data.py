@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalinglab.data import TokenData
 from scalinglab.errors import UserError
+from scalinglab.training.batches import TokenData
 
 T = 4  # block_size; a window is T + 1 = 5 tokens
 

@@ -18,8 +18,11 @@ from helpers import (
     write_spec,
     write_token_dir,
 )
-from scalinglab import divergence, lr_transfer, metrics, plots, train
+from scalinglab import lr_transfer
 from scalinglab.errors import UserError
+from scalinglab.plots import study as plots
+from scalinglab.training import divergence, metrics
+from scalinglab.training import trainer as train
 
 LN64 = math.log(64)  # tiny_spec's vocabulary
 BRANCHES = ((4, 6, "C0"), (16, 20, "C1"), (24, 30, "C2"))

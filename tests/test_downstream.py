@@ -21,11 +21,14 @@ from helpers import (
     write_spec,
     write_token_dir,
 )
-from scalinglab import cli, downstream, metrics, recipe, train
+from scalinglab import downstream, recipe
+from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.downstream import DownstreamConfig
 from scalinglab.errors import UserError
-from scalinglab.schedule import Schedule
+from scalinglab.training import metrics
+from scalinglab.training import trainer as train
+from scalinglab.training.schedule import Schedule
 
 SMALL = DownstreamConfig(enabled=True, items=12, context_tokens=5, continuation_tokens=3,
                          choices=4)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import laws
-from scalinglab.cli import main
+from scalinglab.cli.main import main
+from scalinglab.fitting import laws
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
@@ -395,7 +395,7 @@ def test_named_flops_or_run_column_must_exist(tmp_path, capsys):
 
 
 def test_non_finite_numbers_are_written_as_null():
-    from scalinglab.fit_cli import _finite_or_none
+    from scalinglab.cli.fit import _finite_or_none
 
     cleaned = _finite_or_none({"ci": {"a": [float("nan"), 0.5]}, "x": np.float64("inf"), "n": 3})
     assert cleaned == {"ci": {"a": [None, 0.5]}, "x": None, "n": 3}

@@ -1,8 +1,8 @@
 import pytest
 
 from scalinglab.errors import UserError
-from scalinglab.flops import CONVENTIONS, model_counts
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model.flops import CONVENTIONS, model_counts
+from scalinglab.model.gpt import GPT, GPTConfig
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_embd=16, n_head=2)
 

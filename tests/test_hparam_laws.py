@@ -1,4 +1,4 @@
-"""`scalinglab fit hparams` and `scalinglab.hparam_laws`: near-optimal runs per (N, D) group, the
+"""`scalinglab fit hparams` and `fitting.hparam_laws`: near-optimal runs per (N, D) group, the
 Step Law and DeepSeek laws through them, bootstrap intervals, and bad input (exit 2, no file).
 The check on Step Law's released sweep is in test_reference_data.py."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import hparam_laws, hparams, laws
-from scalinglab.cli import main
+from scalinglab import hparams
+from scalinglab.cli.main import main
+from scalinglab.fitting import hparam_laws, laws
 
 LR = (50.0, -0.7, 0.3)   # lr* = 50 N^-0.7 D^0.3
 BATCH = (0.5, 0.6)       # B* = 0.5 D^0.6 (tokens)

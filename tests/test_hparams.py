@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from helpers import REPO
-from scalinglab import cli, critical_batch, hparams
+from scalinglab import critical_batch, hparams
+from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 

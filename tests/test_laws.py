@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import approx_fprime
 from scipy.special import huber as scipy_huber
 
-from scalinglab import laws
+from scalinglab.fitting import laws
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al., eq. 10
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])

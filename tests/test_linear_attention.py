@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from scalinglab.errors import UserError
-from scalinglab.linear_attention import (
+from scalinglab.model.attention_bench import benchmark
+from scalinglab.model.gpt import GPT, GPTConfig
+from scalinglab.model.linear_attention import (
     FEATURE_MAPS,
     LinearAttention,
-    benchmark,
     causal_linear_attention,
     feature_map,
     quadratic_linear_attention,
 )
-from scalinglab.model import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_embd=16, n_head=2,
                 attention="linear")

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import cli, lr_transfer
+from scalinglab import lr_transfer
+from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from scalinglab.errors import UserError
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model.gpt import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_embd=16, n_head=2)
 

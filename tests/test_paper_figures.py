@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalinglab import laws, paper_figures
-from scalinglab.cli import main
+from scalinglab.cli.main import main
+from scalinglab.fitting import laws
+from scalinglab.plots import paper as paper_figures
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

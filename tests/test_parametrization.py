@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scalinglab.errors import UserError
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.parametrization import (
     ParametrizationConfig,
     depth_multiplier,

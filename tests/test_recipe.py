@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import cli, recipe
+from scalinglab import recipe
+from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict, to_dict
 from scalinglab.errors import UserError
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import laws
-from scalinglab.bench_fit import load_epoch
-from scalinglab.cli import main
+from scalinglab.cli.main import main
+from scalinglab.fitting import laws
+from scalinglab.fitting.bench import load_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_porian_loglog_reproduces_unweighted_exponents(ref):
 
 def test_porian_kaplan_to_chinchilla_steps(ref):
     fits = pd.read_csv(ref / "porian-isoflops" / "fits.csv")
-    from scalinglab.paper_figures import porian_steps
+    from scalinglab.plots.paper import porian_steps
 
     a = [rows["a_n_exponent"].iloc[0] for rows in porian_steps(fits)]
     np.testing.assert_allclose(a, [0.835, 0.706, 0.602, 0.571, 0.497], atol=6e-4)

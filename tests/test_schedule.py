@@ -5,7 +5,7 @@ from dataclasses import asdict
 import pytest
 
 from scalinglab.errors import UserError
-from scalinglab.schedule import (
+from scalinglab.training.schedule import (
     DECAY_SHAPES,
     Schedule,
     cosine_factor,

@@ -1,4 +1,4 @@
-"""The schedule-aware loss laws (scalinglab.schedule_law) and `scalinglab fit schedule`.
+"""The schedule-aware loss laws (scalinglab.fitting.schedule_law) and `scalinglab fit schedule`.
 
 Exact values on hand-computable schedules, the vectorised law against a direct double loop,
 recovery of known parameters, user errors, and the check on upstream's Multi-Power Law curves
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import schedule_law as sl
-from scalinglab.cli import main
+from scalinglab.cli.main import main
+from scalinglab.fitting import schedule_law as sl
 
 REPO = Path(__file__).resolve().parents[1]
 MPL = ("L0", "A", "alpha", "B", "C", "beta", "gamma")

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from scalinglab.cli import merged_config
+from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.study import plan_isoflop
 

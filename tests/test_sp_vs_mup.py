@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import cli, variants
+from scalinglab import variants
+from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.train import build_model, build_optimizer
+from scalinglab.training.trainer import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},
         "model": {"block_size": 32, "sizes": [{"n_layer": 1, "n_embd": 8, "n_head": 1}]},

@@ -7,7 +7,7 @@ import pytest
 
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
-from scalinglab.flops import model_counts
+from scalinglab.model.flops import model_counts
 from scalinglab.study import (
     check_epochs,
     excluded_runs,

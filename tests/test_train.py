@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
-from scalinglab import train
 from scalinglab.errors import UserError
-from scalinglab.schedule import Schedule
+from scalinglab.training import trainer as train
+from scalinglab.training.schedule import Schedule
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab.cli import merged_config
+from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.study import plan_isoflop, trained_runs, trained_series
 

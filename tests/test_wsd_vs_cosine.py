@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
-from scalinglab import train, wsd_vs_cosine
+from scalinglab import wsd_vs_cosine
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
-from scalinglab.schedule import wsd_factor
+from scalinglab.training import trainer as train
+from scalinglab.training.schedule import wsd_factor
 
 SECTION = {"enabled": True, "sizes": [{"n_layer": 1, "n_embd": 8, "n_head": 1},
                                       {"n_layer": 1, "n_embd": 16, "n_head": 2}],

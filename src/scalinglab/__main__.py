@@ -1,3 +1,3 @@
-from scalinglab.cli import main
+from scalinglab.cli.main import main
 
 raise SystemExit(main())

@@ -13,7 +13,7 @@ points of all budgets. This phase does the same on the study's corpus and model 
 - every run under the study's schedule (WSD with its decay) and the study's warmup in tokens.
 
 Near-optimal: |loss / best - 1| < near_optimal, best being the budget's lowest loss (which
-always counts), as `scalinglab.hparam_laws` selects for `fit hparams`. The default 1% (DeepSeek:
+always counts), as `fitting.hparam_laws` selects for `fit hparams`. The default 1% (DeepSeek:
 0.25%) is about two standard deviations of the seed noise of such runs: four seeds of a 300-step
 WSD run of the default study's l2-d32 model ended at 4.550 +- 0.023 (0.5%; range 1.2%), so at
 0.25% which runs count as near-optimal would be decided by the seed.
@@ -95,7 +95,7 @@ class HparamsConfig:
 def choose_size(cfg, budget: float):
     """The ladder size whose D/N at `budget` is closest (in log) to the target tokens/param."""
     from scalinglab import study
-    from scalinglab.flops import model_counts
+    from scalinglab.model.flops import model_counts
 
     target = cfg.hparams.tokens_per_param
 
@@ -138,7 +138,7 @@ def plan(cfg) -> pd.DataFrame:
 
 def _row(run_cfg, sid: str, size, budget: float, i: int, trained: bool) -> dict:
     from scalinglab import study
-    from scalinglab.flops import model_counts
+    from scalinglab.model.flops import model_counts
 
     fpt = model_counts(study.gpt_config(run_cfg, size), run_cfg.flops.convention).flops_per_token
     steps = phase_runs.steps_for(budget, fpt, study.batch_tokens(run_cfg))
@@ -200,7 +200,7 @@ def read_runs(run_jsons) -> pd.DataFrame:
             "lr": float(spec["training"]["lr"]),
             "batch_tokens": spec["training"]["batch_size"] * spec["model"]["block_size"],
             "seed": spec["seed"], "D": record["D"], "loss": loss,
-            # marked by training (scalinglab.divergence), or a final loss no better than chance
+            # marked by training (training.divergence), or a final loss no better than chance
             "diverged": (bool(record.get("diverged", False))
                          or is_diverged(loss, spec["model"]["vocab_size"])),
         })
@@ -224,7 +224,7 @@ def near_optimal(points: pd.DataFrame, tolerance: float) -> pd.Series:
     """True for points within `tolerance` (a fraction) of their budget's lowest loss, and for
     that lowest one: `hparam_laws.near_optimal` with the budget C as the group. Diverged
     points are never near-optimal, nor their budget's best."""
-    from scalinglab import hparam_laws
+    from scalinglab.fitting import hparam_laws
 
     loss = points["loss"].where(~points["diverged"])
     mask = hparam_laws.near_optimal(loss, [points["C"]], tolerance)
@@ -234,7 +234,7 @@ def near_optimal(points: pd.DataFrame, tolerance: float) -> pd.Series:
 def fit_law(x, y, *, n_boot: int, seed: int) -> dict:
     """y = coef * x^exponent on the given points (`hparam_laws.fit_loglinear`), with a pairs-
     bootstrap 95% interval and the replicates (the recipe evaluates them at its own compute)."""
-    from scalinglab import hparam_laws
+    from scalinglab.fitting import hparam_laws
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     try:

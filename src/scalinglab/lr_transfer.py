@@ -14,7 +14,7 @@ spec format as the IsoFLOP phase (`study.series_spec`). Every run's id is canoni
 never in Snakemake: `lrt-<p>-l<layers>-d<width>-h<heads>-lr<lr>-b<batch>-s<seed>_D<tokens>`, e.g.
 `lrt-mup-l2-d64-h2-lr4e-03-b16-s0_D262144`.
 
-A run that diverged (stopped early by training, see `scalinglab.divergence`; or a non-finite
+A run that diverged (stopped early by training, see `training.divergence`; or a non-finite
 final loss, or a final loss above ln(vocab), the loss of a uniform guess that every run starts
 near) is kept in the table and the figure, marked `diverged`, and left out of the parabola.
 
@@ -119,8 +119,8 @@ def plan(cfg) -> pd.DataFrame:
     `study.series_spec` can read it) plus `seed`. Empty when the phase is off."""
     from scalinglab import study
     from scalinglab.config import SizeConfig
-    from scalinglab.flops import model_counts
-    from scalinglab.schedule import decay_start_step
+    from scalinglab.model.flops import model_counts
+    from scalinglab.training.schedule import decay_start_step
 
     check_config(cfg)
     lt = cfg.lr_transfer
@@ -332,7 +332,7 @@ def analyse(runs: pd.DataFrame) -> dict:
 @dataclass(frozen=True)
 class PhaseFiles:
     """The input and params functions of the phase's rules (workflow/rules/mup.smk), kept here
-    so that the rule file holds rules only; their resources come from scalinglab.resources."""
+    so that the rule file holds rules only; their resources come from training.resources."""
 
     cfg: object
     table: pd.DataFrame

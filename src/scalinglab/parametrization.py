@@ -40,7 +40,7 @@ Why each muP rule (for Adam; Tensor Programs V, Table 3, in its equivalent outpu
 - hidden lr / m: an Adam update has O(1) entries whatever the gradient scale, and a matrix sums
   fan_in of them, so the per-entry step must shrink like 1/fan_in to move activations by O(1).
 - embeddings, positions and norm gains have no width-sized fan_in: init and lr stay fixed.
-- MoE router (`scalinglab.moe`): its fan_in is the width but its fan_out (n_experts) is not, so
+- MoE router (`model.moe`): its fan_in is the width but its fan_out (n_experts) is not, so
   strict muP would treat it like the readout (logits shrinking like 1/m). We give it the hidden
   rules instead, so that its logits, and hence the routing, are O(1) at init at every width;
   being its own kind, it has its own optimizer group and can be given other rules here. Experts
@@ -93,7 +93,7 @@ from dataclasses import dataclass
 import torch
 
 from scalinglab.errors import UserError
-from scalinglab.model import GPT, PARAMETER_KINDS
+from scalinglab.model.gpt import GPT, PARAMETER_KINDS
 
 PARAMETRIZATIONS = ("sp", "mup", "completep")
 ATTN_SCALES = ("auto", "sqrt", "linear")

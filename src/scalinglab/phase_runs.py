@@ -83,7 +83,7 @@ def branch_row(cfg, *, phase: str, series_id: str, label: str, size, steps: int,
     """One decay branch in `study.plan_isoflop`'s layout under the run's own config `cfg`
     (see `run_config`). `stable_steps` and `reason` are filled in per series by `finish`."""
     from scalinglab import study
-    from scalinglab.flops import model_counts
+    from scalinglab.model.flops import model_counts
 
     counts = model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
     tokens = steps * study.batch_tokens(cfg)
@@ -118,7 +118,7 @@ def wsd_decay_start(cfg, steps: int, key: str, run_id: str) -> int:
     """Decay start of a `steps`-step WSD run under `cfg`'s schedule; a decay inside the warmup
     is a UserError naming `key` (the config key that sets the run's length)."""
     from scalinglab import study
-    from scalinglab.schedule import decay_start_step
+    from scalinglab.training.schedule import decay_start_step
 
     start = decay_start_step(steps, cfg.schedule.decay_fraction, cfg.schedule.decay_shape)
     warmup = study.warmup_steps(cfg)
@@ -159,7 +159,7 @@ def phase_flops(table: pd.DataFrame) -> dict:
 @dataclass(frozen=True)
 class PhaseFiles:
     """What the rules of one phase ask: ids, labels, specs and run files (their resources come
-    from scalinglab.resources).
+    from scalinglab.training.resources).
 
     `specs` maps series id -> spec dict (written by a local rule from params, so an edited config
     reruns exactly the runs whose spec changed).

@@ -3,7 +3,7 @@
 Step 5 of the seed recipe (predict the final run, then check the prediction):
 
 1. `fit_compute_optimal` fits, on the IsoFLOP runs (`results/metrics/runs.csv`), Chinchilla
-   Method 2 (scalinglab.laws.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
+   Method 2 (fitting.laws.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
    compute-optimal model L_opt(C) = k_L C^e_L through the per-budget parabola minima (Kaplan et
    al., arXiv:2001.08361, Sec. 6: L(C_min) is a power law in C). The bootstrap resamples runs
    within each budget and refits all three laws together, so that any quantity at any compute
@@ -65,7 +65,7 @@ class ValidationConfig:
 
 # -- 1. the compute-optimal fit with its loss law ------------------------------------------------
 def _laws_of(C, N, loss, D) -> tuple:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     fit = laws.fit_isoflop(C, N, loss, D)
     k_l, e_l = laws.loglog_fit([b.C for b in fit.budgets], [b.loss_opt for b in fit.budgets])
@@ -75,7 +75,7 @@ def _laws_of(C, N, loss, D) -> tuple:
 def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.ndarray:
     """(n_ok, 6) replicates of (k_n, a, k_d, b, k_L, e_L): runs resampled within each budget,
     every law refitted; a replicate left with fewer than 2 usable budgets is dropped."""
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     C, N, loss, D = (np.asarray(v, float) for v in (C, N, loss, D))
     _, labels = laws.budget_labels(C)
@@ -94,7 +94,7 @@ def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.nd
 def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
                         seed: int = 0) -> dict:
     """The content of `results/fits/compute_optimal.json` from the IsoFLOP runs table."""
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     for col in ("C", "N", "D", "loss"):
         if col not in runs.columns:
@@ -141,7 +141,7 @@ def _study_config(study: dict):
 
 def _counts(cfg, size):
     from scalinglab import study
-    from scalinglab.flops import model_counts
+    from scalinglab.model.flops import model_counts
 
     return model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
 

@@ -19,11 +19,11 @@ import pandas as pd
 
 from scalinglab.config import SizeConfig, StudyConfig, to_dict
 from scalinglab.errors import UserError
-from scalinglab.flops import model_counts
-from scalinglab.model import GPTConfig
+from scalinglab.model.flops import model_counts
+from scalinglab.model.gpt import GPTConfig
 from scalinglab.parametrization import model_multipliers
-from scalinglab.schedule import decay_start_step
 from scalinglab.tokenizer import check_vocab_size
+from scalinglab.training.schedule import decay_start_step
 
 ISOFLOP_PHASE = "isoflop"
 # the phases whose branches are scored on the downstream task: the runs its sigmoid is fitted on

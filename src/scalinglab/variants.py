@@ -17,7 +17,7 @@ residuals), `<name>_envelope.png`, `<name>_isoflop.png`, runs under `results/run
 The default, `variants`, gives the architecture study's paths; workflow/configs/sp_vs_mup.yaml
 names it `sp_vs_mup`. One study runs one such phase at a time.
 
-Counting (see `scalinglab.flops`): the table's `N` is the ACTIVE non-embedding parameter count
+Counting (see `scalinglab.model.flops`): the table's `N` is the ACTIVE non-embedding parameter count
 (`ModelCounts.N_active`: k experts and the router per MoE layer), the axis of both fits and of
 tokens per parameter; the FLOPs per token, hence steps per budget, follow N_active too.
 `N_nonembedding` (every expert) and `N_total` (everything) are kept beside it.
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from scalinglab.errors import UserError
-from scalinglab.linear_attention import FEATURE_MAPS
+from scalinglab.model.linear_attention import FEATURE_MAPS
 from scalinglab.parametrization import PARAMETRIZATIONS
 
 PHASE = "variants"
@@ -234,8 +234,8 @@ def plan(cfg) -> pd.DataFrame:
     that `study.series_spec` reads it), with `N` the active count, plus `variant`, `N_active`
     and `N_nonembedding`. Empty when the phase is off."""
     from scalinglab import study
-    from scalinglab.flops import model_counts
-    from scalinglab.schedule import decay_start_step
+    from scalinglab.model.flops import model_counts
+    from scalinglab.training.schedule import decay_start_step
 
     if not cfg.variants.enabled:
         return pd.DataFrame()
@@ -328,7 +328,7 @@ def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
     variant's name, counts and model settings (`N` is already the active count: the specs carry
     it). The runs table has `parametrization` and `lr` already, read from the spec the run
     trained with."""
-    from scalinglab.metrics import collect as collect_runs
+    from scalinglab.training.metrics import collect as collect_runs
 
     runs, curves = collect_runs(stable_jsons, branch_jsons)
     info = {}
@@ -348,7 +348,7 @@ def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
 # -- fits ------------------------------------------------------------------------------------------
 def _allocation(fit, boot) -> dict:
     """An `laws.AllocationFit` as JSON, with the keys of `scalinglab fit isoflop|envelope`."""
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     top = max(b.C for b in fit.budgets)
     out = {
@@ -376,7 +376,7 @@ def _allocation(fit, boot) -> dict:
 
 
 def _attempt(fn, *args, **kw):
-    from scalinglab.laws import FitError
+    from scalinglab.fitting.laws import FitError
 
     try:
         return fn(*args, **kw), None
@@ -393,7 +393,7 @@ def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     peak LR and would put the envelope too high. A fit the data cannot support is recorded as
     {"error": why} rather than stopping the phase's other variants.
     """
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     ok = runs[np.isfinite(runs["loss"])]
     C, N, loss, D = (ok[k].to_numpy(float) for k in ("C", "N", "loss", "D"))
@@ -416,7 +416,7 @@ def loss_law(runs: pd.DataFrame, env, *, n_boot: int, seed: int) -> dict:
     squares in log-log), its bootstrap 95% intervals (`frontier_samples`: each budget's runs
     resampled) and each minimum's relative residual L_opt / law(C) - 1 (the figure's lower
     panel)."""
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     c, loss = (np.array(v, float) for v in zip(*[(b.C, b.loss_opt) for b in env.budgets],
                                                strict=True))
@@ -450,7 +450,7 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
         raise UserError(f"variants-fit: reference {reference!r} is not a variant of the runs "
                         f"({', '.join(sorted(runs['variant'].unique()))})")
     result = {
-        "parameter_axis": "N = active non-embedding parameters (scalinglab.flops.N_active); "
+        "parameter_axis": "N = active non-embedding parameters (scalinglab.model.flops.N_active); "
                           "tokens_per_param = D_opt / N_opt per active parameter",
         "variants": {},
     }
@@ -569,7 +569,7 @@ def summary_lines(result: dict) -> list[str]:
 class PhaseFiles:
     """The file names, input and params functions of the phase's rules
     (workflow/rules/variants.smk), kept here so that the rule file holds rules only; their
-    resources come from scalinglab.resources.
+    resources come from scalinglab.training.resources.
 
     Every path follows from `variants.name`; with the default name, `variants`, they are the
     architecture study's (results/variants/, results/fits/variants.json, ...), and the logs and

@@ -112,7 +112,7 @@ def plan(cfg) -> pd.DataFrame:
     """Rows for every WSD branch and every cosine run, in `study.plan_isoflop`'s layout plus
     `kind` (wsd | cosine), `decay_fraction`, `decay_shape` and `main`; empty when off."""
     from scalinglab import study
-    from scalinglab.flops import model_counts
+    from scalinglab.model.flops import model_counts
 
     wc = cfg.wsd_vs_cosine
     if not wc.enabled:

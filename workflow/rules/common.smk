@@ -3,23 +3,19 @@ import json
 import os
 import sys
 
-from scalinglab import phases
+from scalinglab import jobs, phases
 from scalinglab.config import StudyConfig, from_dict, to_dict
 from scalinglab.phases import JobResources, one_of
 from scalinglab.phases.base import TOKENS_DIR
-from scalinglab.resources import TrainingResources
+from scalinglab.training.resources import TrainingResources
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
 STUDY = from_dict(StudyConfig, config)
 
-# Jobs run `python -m scalinglab`: put the interpreter that runs Snakemake (the project's .venv)
-# first on PATH, so a rule works without an activated environment, locally and on cluster nodes
-# (every job re-reads this file).
-os.environ["PATH"] = os.pathsep.join(
-    [os.path.dirname(sys.executable), os.environ["PATH"]]
-)
+# jobs run `python -m scalinglab` with this interpreter and this checkout (scalinglab.jobs)
+os.environ.update(jobs.environment(workflow.basedir, sys.executable, os.environ))
 
 # every series that any phase trains, grouped by the labels its branches share
 TRAINING_GROUPS = phases.training_groups(STUDY)
@@ -43,6 +39,6 @@ def spec_json(wildcards):
     return json.dumps(SPECS[wildcards.name], sort_keys=True)
 
 
-# -- resources: one factory for every training rule of every phase (scalinglab.resources);
+# -- resources: one factory for every training rule of every phase (scalinglab.training.resources);
 #    partitions and accounts live in workflow/profiles/slurm -----------------------------------
 TRAINING_RESOURCES = TrainingResources.of(STUDY, os.environ.get("SCALINGLAB_GPU_MODEL"))

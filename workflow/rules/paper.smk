@@ -4,7 +4,7 @@
 #
 # Epoch AI's Chinchilla points have no licence and are not shipped: the epoch_refit figure is a
 # target only when config key `paper: {epoch_csv: PATH}` names the user's copy.
-from scalinglab import paper_figures
+from scalinglab.plots import paper as paper_figures
 
 PAPER_INPUTS = paper_figures.rule_inputs((config.get("paper") or {}).get("epoch_csv"))
 PAPER_FIGURES = [f"results/figures/paper/{figure}.png" for figure in PAPER_INPUTS]

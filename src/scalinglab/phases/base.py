@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from scalinglab.resources import TrainingResources, training_job
+from scalinglab.training.resources import TrainingResources, training_job
 
 TOKENS_DIR = "results/data/tokens"
 
@@ -97,7 +97,7 @@ class TrainingGroup:
 class JobResources:
     """The `resources` functions of one training rule: runtime (the FLOPs of the job, margin,
     throughput, attempt), mem_mb (N_total of its model), gpu, gpu_model and slurm_extra, all
-    from `scalinglab.resources`. `branch`: the rule decays a branch (its label a wildcard)."""
+    from `training.resources`. `branch`: the rule decays a branch (its label a wildcard)."""
 
     settings: TrainingResources
     group: TrainingGroup

@@ -2,7 +2,7 @@
 
 - `runs.csv`: one row per finished branch (the final validation loss of a (size, budget) run),
   the input of the IsoFLOP fit, and with its downstream `accuracy` and `chance` that of the
-  downstream fit. A run that diverged (`scalinglab.divergence`) keeps its row, marked
+  downstream fit. A run that diverged (`scalinglab.training.divergence`) keeps its row, marked
   `diverged`, with NaN loss and accuracy: a failed point that every fit leaves out.
 - `curves.csv`: every evaluation of every stable run and branch (a long table), the input of the
   loss-curve figure and of the lower-envelope fit (Chinchilla Method 1).

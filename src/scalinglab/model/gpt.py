@@ -54,10 +54,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scalinglab.errors import UserError
-from scalinglab.linear_attention import FEATURE_MAPS, LinearAttention
-from scalinglab.moe import MoEMLP
+from scalinglab.model.linear_attention import FEATURE_MAPS, LinearAttention
+from scalinglab.model.moe import MoEMLP
 
-# "router": the MoE gating matrix (scalinglab.moe); absent from dense models
+# "router": the MoE gating matrix (scalinglab.model.moe); absent from dense models
 PARAMETER_KINDS = ("embedding", "position", "hidden", "router", "readout", "vector")
 ATTENTIONS = ("softmax", "linear")
 MLPS = ("dense", "moe")
@@ -88,11 +88,11 @@ class GPTConfig:
     residual_scale: float = 1.0
     """Multiplies each residual branch (attention and MLP outputs) before it is added."""
     attention: str = "softmax"
-    """"softmax" (SDPA) or "linear" (scalinglab.linear_attention)."""
+    """"softmax" (SDPA) or "linear" (scalinglab.model.linear_attention)."""
     feature_map: str = "elu"
     """Kernel of linear attention: "elu" (elu + 1) or "relu". Unused by softmax attention."""
     mlp: str = "dense"
-    """"dense" (one GELU MLP) or "moe" (scalinglab.moe: n_experts MLPs, moe_top_k per token)."""
+    """"dense" (one GELU MLP) or "moe" (model.moe: n_experts MLPs, moe_top_k per token)."""
     n_experts: int = 1
     """Experts per MoE layer."""
     moe_top_k: int = 1

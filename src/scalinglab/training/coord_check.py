@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from scalinglab.errors import UserError
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.parametrization import (
     ParametrizationConfig,
     init_weights,
@@ -89,7 +89,7 @@ def _batches(
         seqs = torch.randint(0, shape.vocab_size, (n, shape.batch_size, shape.block_size + 1),
                              generator=gen)
         return [(s[:, :-1].contiguous(), s[:, 1:].contiguous()) for s in seqs]
-    from scalinglab.data import TokenData
+    from scalinglab.training.batches import TokenData
 
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
     data = TokenData(Path(data_dir) / "train.bin", meta["dtype"], shape.block_size)

@@ -97,7 +97,7 @@ def _data_parallel(args) -> bool:
         raise UserError(f"--processes must be >= 1, got {args.processes}")
     if args.processes == 1 or distributed.env_world_size() > 1:
         return False
-    from scalinglab.train import read_spec
+    from scalinglab.training.trainer import read_spec
 
     batch_size = int(read_spec(args.spec)["training"]["batch_size"])
     distributed.relaunch(args.processes, args.argv, batch_size)
@@ -105,7 +105,7 @@ def _data_parallel(args) -> bool:
 
 
 def _train_stable(args) -> None:
-    from scalinglab.train import train_stable
+    from scalinglab.training.trainer import train_stable
 
     if _data_parallel(args):
         return
@@ -113,7 +113,7 @@ def _train_stable(args) -> None:
 
 
 def _decay_branch(args) -> None:
-    from scalinglab.train import decay_branch
+    from scalinglab.training.trainer import decay_branch
 
     if _data_parallel(args):
         return
@@ -123,7 +123,7 @@ def _decay_branch(args) -> None:
 
 def _collect_metrics(args) -> None:
     from scalinglab import atomic
-    from scalinglab.metrics import collect
+    from scalinglab.training.metrics import collect
 
     runs, curves = collect(args.stable, args.branches)
     atomic.write_text(args.runs_out, runs.to_csv(index=False))
@@ -131,17 +131,17 @@ def _collect_metrics(args) -> None:
 
 
 def _plot(args) -> None:
-    from scalinglab import plots
+    from scalinglab.plots import study as plots
 
     plots.draw(args.figure, args)
 
 
 def _bench(args) -> None:
     if args.what == "fit":
-        from scalinglab import bench_fit
+        from scalinglab.fitting import bench as bench_fit
 
         return bench_fit.main([])
-    from scalinglab import bench
+    from scalinglab.training import bench
 
     bench.run(args)
 
@@ -265,12 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile both loops")
     p.set_defaults(func=_bench)
 
-    from scalinglab import fit_cli, mup_cli, variants_cli
+    from scalinglab.cli import fit as fit_cli
+    from scalinglab.cli import mup as mup_cli
+    from scalinglab.cli import variants as variants_cli
 
     fit_cli.register(sub)
     mup_cli.register(sub)
     variants_cli.register(sub)
-    from scalinglab import downstream_cli, hparams_cli
+    from scalinglab.cli import downstream as downstream_cli
+    from scalinglab.cli import hparams as hparams_cli
 
     hparams_cli.register(sub)
     downstream_cli.register(sub)

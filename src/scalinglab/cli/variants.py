@@ -80,7 +80,7 @@ def _fit(args) -> None:
 
 
 def _plot(args) -> None:
-    from scalinglab import variants_plots
+    from scalinglab.plots import variants as variants_plots
 
     runs, result = _read_csv(args.runs), _read_json(args.fit)
     draw = {"frontier": variants_plots.frontier_figure,
@@ -92,7 +92,7 @@ def _plot(args) -> None:
 def _bench_attention(args) -> None:
     import torch
 
-    from scalinglab.linear_attention import benchmark
+    from scalinglab.model.attention_bench import benchmark
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

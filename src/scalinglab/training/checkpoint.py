@@ -79,7 +79,7 @@ def save_placeholder(path: str | Path, reason: str) -> None:
 def save_diverged(path: str | Path, *, spec: dict, step: int, reason: str,
                   metrics: list[dict]) -> None:
     """Stand in for the checkpoint of a branch point that the stable run did not reach: it
-    diverged at `step` (see `scalinglab.divergence`). Keeps the stable run's last metric row,
+    diverged at `step` (see `training.divergence`). Keeps the stable run's last metric row,
     the one marked diverged, for the branch to report."""
     state = {"placeholder": f"the stable run diverged at step {step}",
              "diverged": {"step": int(step), "reason": reason},

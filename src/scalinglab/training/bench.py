@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from scalinglab import atomic
-from scalinglab.flops import model_counts
-from scalinglab.model import GPT, GPTConfig
-from scalinglab.schedule import Schedule
+from scalinglab.model.flops import model_counts
+from scalinglab.model.gpt import GPT, GPTConfig
+from scalinglab.training.schedule import Schedule
 
 # Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (SXM parts, no sparsity);
 # MFU = model FLOPs per second / this peak (PaLM, arXiv:2204.02311, appendix B).
@@ -93,7 +93,7 @@ def _time_bare(model, optimizer, batches, steps: int, device) -> float:
 
 
 def run(args) -> None:
-    from scalinglab.train import Trainer, make_schedule, pick_device
+    from scalinglab.training.trainer import Trainer, make_schedule, pick_device
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

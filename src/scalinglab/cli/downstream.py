@@ -34,7 +34,8 @@ def read_points(path: str):
 
 
 def _downstream_fit(args) -> None:
-    from scalinglab import atomic, downstream, plots
+    from scalinglab import atomic, downstream
+    from scalinglab.plots import study as plots
 
     loss, acc, chance = read_points(args.runs)
     fit = downstream.fit_sigmoid(loss, acc, chance, n_boot=args.bootstrap, seed=args.seed)

@@ -7,7 +7,7 @@ others: warmup length and optimizer tuning per size). Pearce & Song (arXiv:2406.
 counting non-embedding instead of total parameters biases the exponent at small scale too. So
 the convention is a config key (`flops.convention`), and N and N_total are both reported.
 
-Counts, for the model in `scalinglab.model` (no biases, untied head, r = mlp_ratio):
+Counts, for the model in `scalinglab.model.gpt` (no biases, untied head, r = mlp_ratio):
 
     N        non-embedding parameters: everything except wte, wpe and lm_head (Kaplan,
              arXiv:2001.08361, sec. 2.1), norm gains included:
@@ -56,8 +56,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scalinglab.errors import UserError
-from scalinglab.linear_attention import CHUNK_SIZE
-from scalinglab.model import GPTConfig
+from scalinglab.model.gpt import GPTConfig
+from scalinglab.model.linear_attention import CHUNK_SIZE
 
 CONVENTIONS = ("6N", "6N+attn", "6N+attn+head")
 

@@ -19,7 +19,7 @@ from scalinglab.errors import UserError
 
 
 def add_parser(methods) -> None:
-    from scalinglab.schedule_law import FORMS, HUBER_DELTA, TISSUE_LAMBDA
+    from scalinglab.fitting.schedule_law import FORMS, HUBER_DELTA, TISSUE_LAMBDA
 
     p = methods.add_parser(
         "schedule",
@@ -102,7 +102,7 @@ def _groups(runs: np.ndarray, steps: np.ndarray, path: str) -> dict[str, np.ndar
 
 def read_curves(args):
     """{run: (steps, loss)} from --input, rows with a missing loss dropped and counted."""
-    from scalinglab.fit_cli import read_table
+    from scalinglab.cli.fit import read_table
 
     df = read_table(args.input)
     _columns(df, args.input, {"run": args.run_col, "step": args.step_col, "loss": args.loss_col})
@@ -124,7 +124,7 @@ def read_curves(args):
 
 def read_schedules(args, wanted) -> dict[str, np.ndarray]:
     """{run: lr at steps 0..T} from --lr for the runs in `wanted` (other runs are ignored)."""
-    from scalinglab.fit_cli import read_table
+    from scalinglab.cli.fit import read_table
 
     df = read_table(args.lr)
     _columns(df, args.lr, {"run": args.run_col, "step": args.step_col, "lr": args.lr_col})
@@ -155,7 +155,7 @@ def read_schedules(args, wanted) -> dict[str, np.ndarray]:
 
 
 def _curves(args):
-    from scalinglab.schedule_law import Curve, forward_area
+    from scalinglab.fitting.schedule_law import Curve, forward_area
 
     table, n_nan = read_curves(args)
     schedules = read_schedules(args, table)
@@ -194,9 +194,9 @@ def _train_runs(args, curves) -> list[str]:
 
 
 def run(args) -> int:
-    from scalinglab import schedule_law as sl
     from scalinglab.atomic import write_json
-    from scalinglab.fit_cli import _finite_or_none
+    from scalinglab.cli.fit import _finite_or_none
+    from scalinglab.fitting import schedule_law as sl
 
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")

@@ -33,8 +33,9 @@ def _coord_check(args) -> None:
     import pandas as pd
     import torch
 
-    from scalinglab import atomic, mup_plots
-    from scalinglab.coord_check import CoordCheckShape, coord_check, verdict
+    from scalinglab import atomic
+    from scalinglab.plots import mup as mup_plots
+    from scalinglab.training.coord_check import CoordCheckShape, coord_check, verdict
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -73,7 +74,8 @@ def _lr_transfer_plan(args) -> None:
 
 
 def _lr_transfer(args) -> None:
-    from scalinglab import atomic, lr_transfer, mup_plots
+    from scalinglab import atomic, lr_transfer
+    from scalinglab.plots import mup as mup_plots
 
     runs = lr_transfer.read_runs(args.runs)
     fit = lr_transfer.analyse(runs)

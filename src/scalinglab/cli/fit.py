@@ -1,6 +1,6 @@
 """`scalinglab fit ...`, `bench-fit` and `paper-figure`: the command line of the fitting library.
 
-A thin layer over `scalinglab.laws` and `scalinglab.hparam_laws`: read a table, check the
+A thin layer over `fitting.laws` and `scalinglab.fitting.hparam_laws`: read a table, check the
 columns, fit, write one JSON file.
 Bad input (a missing column, a non-positive value, too few rows, an unreadable file) raises a
 `UserError` that names the column or file, before anything is written.
@@ -28,18 +28,18 @@ def register(sub) -> None:
     _add_isoflop(methods)
     _add_envelope(methods)
     _add_powerlaw(methods)
-    from scalinglab import schedule_cli
+    from scalinglab.cli import schedule as schedule_cli
 
     schedule_cli.add_parser(methods)
     _add_hparams(methods)
 
-    from scalinglab import bench_fit
+    from scalinglab.fitting import bench as bench_fit
 
     bench = sub.add_parser("bench-fit", help="time Method 3 with bootstrap on Epoch's 240 points")
     bench_fit.add_arguments(bench)
     bench.set_defaults(func=bench_fit.run)
 
-    from scalinglab.paper_figures import register as register_paper
+    from scalinglab.plots.paper import register as register_paper
 
     register_paper(sub)
 
@@ -185,7 +185,7 @@ class Columns:
     """The numeric columns one fit uses, NaN rows dropped and counted, positivity checked.
 
     A table with a `diverged` column (runs.csv, curves.csv) also loses the rows marked true:
-    a diverged run is a failed point, whatever loss it last reported (scalinglab.divergence).
+    a diverged run is a failed point, whatever loss it last reported (training.divergence).
     """
 
     def __init__(self, df, path: str, names: dict[str, str | None]):
@@ -263,7 +263,7 @@ def _flops_columns(df, args, *, need_c: bool):
 
 
 def _fit_or_user_error(fn, *a, **kw):
-    from scalinglab.laws import FitError
+    from scalinglab.fitting.laws import FitError
 
     try:
         return fn(*a, **kw)
@@ -301,7 +301,7 @@ def _bootstrap_block(boot) -> dict:
 def run_parametric(args) -> int:
     import numpy as np
 
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     df = read_table(args.input)
     c_col, d_col, convention = _flops_columns(df, args, need_c=False)
@@ -368,7 +368,7 @@ def run_parametric(args) -> int:
 def _allocation_result(fit, boot, cols, convention, extra) -> dict:
     import numpy as np
 
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     top = max(b.C for b in fit.budgets)
     result = {
@@ -413,7 +413,7 @@ def _allocation_result(fit, boot, cols, convention, extra) -> dict:
 
 
 def _allocation_inputs(args, *, with_run: bool):
-    from scalinglab.laws import FLOPS_PER_PARAM_TOKEN
+    from scalinglab.fitting.laws import FLOPS_PER_PARAM_TOKEN
 
     df = read_table(args.input)
     c_col, d_col, convention = _flops_columns(df, args, need_c=True)
@@ -429,7 +429,7 @@ def _allocation_inputs(args, *, with_run: bool):
 
 
 def run_isoflop(args) -> int:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     cols, convention, C, N, loss, D = _allocation_inputs(args, with_run=False)
     fit = _fit_or_user_error(laws.fit_isoflop, C, N, loss, D)
@@ -443,7 +443,7 @@ def run_isoflop(args) -> int:
 def run_envelope(args) -> int:
     import numpy as np
 
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     if args.grid_points < 2:
         raise UserError(f"--grid-points {args.grid_points}: need at least 2")
@@ -464,7 +464,7 @@ def run_envelope(args) -> int:
 
 
 def run_powerlaw(args) -> int:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     df = read_table(args.input)
     cols = Columns(df, args.input, {"x": args.x_col, "y": args.y_col})
@@ -497,7 +497,7 @@ def run_powerlaw(args) -> int:
 
 
 def run_hparams(args) -> int:
-    from scalinglab import hparam_laws
+    from scalinglab.fitting import hparam_laws
 
     if not args.near_optimal >= 0:
         raise UserError(f"--near-optimal {args.near_optimal!r}: must be >= 0")

@@ -97,7 +97,8 @@ def _hparams_plan(args) -> None:
 
 
 def _hparams_fit(args) -> None:
-    from scalinglab import atomic, hparams, hparams_plots
+    from scalinglab import atomic, hparams
+    from scalinglab.plots import hparams as hparams_plots
 
     if args.near_optimal < 0:
         raise UserError(f"--near-optimal {args.near_optimal}: must be >= 0")
@@ -119,7 +120,8 @@ def _hparams_fit(args) -> None:
 
 
 def _critical_batch_fit(args) -> None:
-    from scalinglab import critical_batch, hparams_plots
+    from scalinglab import critical_batch
+    from scalinglab.plots import hparams as hparams_plots
 
     curves = critical_batch.read_curves(args.runs)
     steps = int(curves.groupby("run_id")["step"].max().min())
@@ -135,7 +137,8 @@ def _critical_batch_fit(args) -> None:
 
 
 def _wsd_vs_cosine_fit(args) -> None:
-    from scalinglab import hparams_plots, wsd_vs_cosine
+    from scalinglab import wsd_vs_cosine
+    from scalinglab.plots import hparams as hparams_plots
 
     cfg = _study_config(args.config)
     table = wsd_vs_cosine.plan(cfg)
@@ -154,7 +157,7 @@ def _wsd_vs_cosine_fit(args) -> None:
 def _curves(run_jsons):
     import pandas as pd
 
-    from scalinglab.metrics import collect
+    from scalinglab.training.metrics import collect
 
     stable = [p for p in run_jsons if Path(p).parent.name == "stable"]
     branches = [p for p in run_jsons if Path(p).parent.name != "stable"]
@@ -222,7 +225,7 @@ def _validation_spec(args) -> None:
 
 
 def _validation_fit(args) -> None:
-    from scalinglab import hparams_plots
+    from scalinglab.plots import hparams as hparams_plots
     from scalinglab.recipe import validate
 
     recipe = _read_json(args.recipe, "recipe")

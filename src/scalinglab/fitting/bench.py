@@ -24,7 +24,7 @@ def reference_data_dir() -> Path:
     env = os.environ.get("SCALINGLAB_REFERENCE_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "reference-data"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "reference-data"
 
 
 def load_epoch(path: str | os.PathLike | None = None, n_excluded: int = 5):
@@ -72,7 +72,7 @@ def _timed(fn):
 
 
 def run(args) -> int:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     N, D, loss = load_epoch(args.data)
     workers = args.workers or laws.default_workers(args.bootstrap)

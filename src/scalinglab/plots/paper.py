@@ -66,7 +66,7 @@ def porian_steps(frame):
 
 def tokens_per_param(law: dict, C) -> np.ndarray:
     """D_opt/N_opt at compute C for one `compute_optimal` entry of the table."""
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     C = np.asarray(C, float)
     alloc = law["allocation"]
@@ -137,7 +137,7 @@ def _save(fig, out) -> None:
 
 
 def draw_cs336_isoflops(out) -> None:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     plt = _pyplot()
     C, N, loss = load_cs336()
@@ -180,7 +180,7 @@ def draw_cs336_isoflops(out) -> None:
 
 
 def draw_porian_exponents(out) -> None:
-    from scalinglab import laws
+    from scalinglab.fitting import laws
 
     plt = _pyplot()
     pairs, fits = load_porian()
@@ -302,8 +302,8 @@ def draw_published_hparams(out) -> None:
 
 
 def draw_epoch_refit(out, data: str | None) -> None:
-    from scalinglab import laws
-    from scalinglab.bench_fit import load_epoch
+    from scalinglab.fitting import laws
+    from scalinglab.fitting.bench import load_epoch
 
     if data is None:
         raise UserError(

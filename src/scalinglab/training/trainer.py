@@ -10,7 +10,7 @@ re-run resumes from its last periodic checkpoint (`resume.pt`) and reaches the s
 SIGTERM / SIGUSR1 (sent by SLURM ahead of a time limit) save that checkpoint and exit non-zero so
 that the scheduler retries the job.
 
-A run whose loss blows up (`scalinglab.divergence`) stops early and still writes every output,
+A run whose loss blows up (`training.divergence`) stops early and still writes every output,
 marked `diverged`; the stable run marks the branch points it did not reach, and their decay
 branches finish at once as diverged, so the workflow completes and the fits leave them out.
 
@@ -34,13 +34,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, checkpoint, distributed, divergence, downstream, provenance
-from scalinglab.data import TokenData
+from scalinglab import atomic, distributed, downstream
 from scalinglab.distributed import World
 from scalinglab.errors import UserError
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
-from scalinglab.schedule import Schedule
+from scalinglab.training import checkpoint, divergence, provenance
+from scalinglab.training.batches import TokenData
+from scalinglab.training.schedule import Schedule
 
 RESUME_FILE = "resume.pt"
 EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; SLURM and Snakemake retry it
@@ -113,7 +114,7 @@ class Trainer:
     interval_steps: int = 0
     # the loss of the series' first step (before any update), the divergence rule's start
     initial_loss: float | None = None
-    # {"step", "reason"} once the run has diverged (see scalinglab.divergence), else None
+    # {"step", "reason"} once the run has diverged (see scalinglab.training.divergence), else None
     divergence: dict | None = None
     # when this job began (time.time()), before loading data: run.json's `started`
     started: float = field(default_factory=time.time)
