@@ -50,6 +50,7 @@ def test_a_tiny_bench_fills_every_figure(capsys):
         assert (lo, hi) == (min(summary["per_round"]), max(summary["per_round"]))
     live = result["live"]
     assert live["seconds_per_eval"] > 0 and 0 < live["share_of_time"] < 1
+    assert 0 < live["share_at_default_eval_every"] < live["share_of_time"]  # 1 eval per step
     text = bench.report(result)
     assert "ratio project / bare  : median" in text and "interval [" in text
     assert "live writing on / off : median" in text

@@ -18,7 +18,9 @@ wider.
 
 Live writing (`scalinglab.live`: the partial metrics file, the progress line and TensorBoard) is
 measured the same way: the project's whole loop (`Trainer.run`, evaluating every
-`--live-eval-every` steps) with it on against off, and by timing its calls directly.
+`--live-eval-every` steps, by default 25 times the study's rate) with it on against off, and by
+timing its calls directly (that share, scaled to an evaluation every 50 steps, is its cost in a
+default study).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 from scalinglab import atomic
+from scalinglab.config import TrainingConfig
 from scalinglab.flops import model_counts
 from scalinglab.live import LiveLog
 from scalinglab.model import GPT, GPTConfig
@@ -52,6 +55,7 @@ PEAK_FLOPS = {
     "A10": 125e12,
 }
 TARGET_RATIO = 0.95
+DEFAULT_EVAL_EVERY = TrainingConfig().eval_every
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -277,6 +281,10 @@ def measure(args) -> dict:
 
     tokens = args.steps * tokens_per_step
     project_tps = tokens / float(np.median(project))
+    if live is not None:  # the same cost at the study's default evaluation rate
+        step_seconds = tokens_per_step / project_tps
+        live["share_at_default_eval_every"] = live["seconds_per_eval"] / (
+            DEFAULT_EVAL_EVERY * step_seconds)
     peak = peak_flops(device)
     palm = palm_flops_per_token(config)
     if device.type == "cuda":
@@ -350,7 +358,9 @@ def report(result: dict) -> str:
             f"live writing on / off : median {live['ratio']['median']:.3f} of tokens/s "
             f"({interval(live['ratio'])}), whole loop with an eval every {live['eval_every']} "
             f"steps; timed directly: {live['seconds_per_eval'] * 1e3:.2f} ms per eval = "
-            f"{live['share_of_time']:.2%} of the loop's time ({trackers})")
+            f"{live['share_of_time']:.2%} of the loop's time, "
+            f"{live['share_at_default_eval_every']:.3%} at an eval every {DEFAULT_EVAL_EVERY} "
+            f"steps ({trackers})")
     return "\n".join(lines)
 
 

@@ -299,12 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed steps per loop and round (short turns pair the noise)")
     p.add_argument("--rounds", "--repeats", type=int, default=30,
                    help="interleaved rounds, each timing both loops (>= 6 for a 95%% interval)")
-    p.add_argument("--live-rounds", type=int, default=12,
+    p.add_argument("--live-rounds", type=int, default=40,
                    help="rounds of the live writing on/off comparison (0: leave it out)")
-    p.add_argument("--live-steps", type=int, default=10,
+    p.add_argument("--live-steps", type=int, default=2,
                    help="steps per loop and round in the live comparison")
-    p.add_argument("--live-eval-every", type=int, default=5,
-                   help="an evaluation every this many steps in the live comparison")
+    p.add_argument("--live-eval-every", type=int, default=2,
+                   help="an evaluation every this many steps in the live comparison (the "
+                        "study's default is 50: 2 magnifies live writing's cost 25 times)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (0: all cores); 1, as a study's training job has")

@@ -47,7 +47,7 @@ STUDY_TARGET = "results/fits/isoflop.json"
 BENCH = {
     "gpu": {"n-layer": 12, "n-embd": 768, "n-head": 12, "block-size": 1024,
             "vocab-size": 50304, "batch-size": 16, "steps": 10, "rounds": 10,
-            "live-rounds": 10, "live-steps": 10, "live-eval-every": 5},
+            "live-rounds": 10, "live-steps": 4, "live-eval-every": 2},
     "cpu-smoke": {"n-layer": 1, "n-embd": 32, "n-head": 2, "block-size": 32,
                   "vocab-size": 256, "batch-size": 4, "steps": 2, "rounds": 10,
                   "live-rounds": 10, "live-steps": 4, "live-eval-every": 2, "threads": 1},
