@@ -34,6 +34,14 @@ def test_palm_flops_per_token_by_hand():
     assert bench.palm_flops_per_token(cfg) == 6 * (non_embedding + 16 * 64) + 12 * 16 * 16
 
 
+def test_peak_flops_by_device_name():
+    assert bench.peak_flops_of("NVIDIA H200") == 989e12
+    assert bench.peak_flops_of("NVIDIA H100 80GB HBM3") == 989e12  # SXM
+    assert bench.peak_flops_of("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench.peak_flops_of("Tesla T4") is None  # unknown: MFU null
+
+
 def test_a_tiny_bench_fills_every_figure(capsys):
     args = argparse.Namespace(n_layer=1, n_embd=16, n_head=2, block_size=16, batch_size=2,
                               vocab_size=64, steps=1, rounds=6, live_rounds=6, live_steps=2,

@@ -45,10 +45,13 @@ from scalinglab.live import LiveLog
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.schedule import Schedule
 
-# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (SXM parts, no sparsity);
+# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (no sparsity), matched on
+# torch.cuda.get_device_name() in this order (the PCIe and NVL H100s before the SXM part);
 # MFU = model FLOPs per second / this peak (PaLM, arXiv:2204.02311, appendix B).
 PEAK_FLOPS = {
     "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
     "H100": 989e12,
     "A100": 312e12,
     "L40S": 362e12,
@@ -61,7 +64,11 @@ DEFAULT_EVAL_EVERY = TrainingConfig().eval_every
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None  # no meaningful published peak for a shared CPU
-    name = torch.cuda.get_device_name(device)
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name: str) -> float | None:
+    """The table's peak for a CUDA device name; None for a device not in it."""
     return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
 
 
