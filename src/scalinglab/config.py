@@ -83,6 +83,12 @@ class TrainingConfig:
         default="auto", metadata={"doc": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")}
     )
     compile: bool = field(default=False, metadata={"doc": "wrap the model in torch.compile"})
+    tracking: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "live trackers per run: tensorboard (<run>/tensorboard/), wandb "
+                         "(offline, <run>/wandb/); docs/monitoring.md",
+                  "choices": ("tensorboard", "wandb")},
+    )
 
 
 @dataclass(frozen=True)

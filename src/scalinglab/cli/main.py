@@ -259,9 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--steps", type=int, default=2,
+                   help="timed steps per loop and round (short turns pair the noise)")
+    p.add_argument("--rounds", "--repeats", type=int, default=30,
+                   help="interleaved rounds, each timing both loops (>= 6 for a 95%% interval)")
+    p.add_argument("--live-rounds", type=int, default=40,
+                   help="rounds of the live writing on/off comparison (0: leave it out)")
+    p.add_argument("--live-steps", type=int, default=2,
+                   help="steps per loop and round in the live comparison")
+    p.add_argument("--live-eval-every", type=int, default=2,
+                   help="an evaluation every this many steps in the live comparison (the "
+                        "study's default is 50: 2 magnifies live writing's cost 25 times)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (0: all cores); 1, as a study's training job has")
     p.add_argument("--compile", action="store_true", help="torch.compile both loops")
     p.set_defaults(func=_bench)
 

@@ -7,6 +7,9 @@ LR trace is exactly that of an uninterrupted WSD run of that length (tests check
 Determinism: the data position is the step (batches are a pure function of (seed, step)), the
 model has no dropout, and the checkpoint carries the optimizer and RNG states. A job killed and
 re-run resumes from its last periodic checkpoint (`resume.pt`) and reaches the same losses.
+While it runs, a job appends each metric row to `metrics.jsonl.partial`, logs a progress line and
+feeds the trackers of `training.tracking` (`training.live`); `metrics.jsonl` is written once, at
+the end, complete.
 SIGTERM / SIGUSR1 (sent by SLURM ahead of a time limit) save that checkpoint and exit non-zero so
 that the scheduler retries the job.
 
@@ -41,6 +44,7 @@ from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
 from scalinglab.training import checkpoint, divergence, provenance
 from scalinglab.training.batches import TokenData
+from scalinglab.training.live import LiveLog
 from scalinglab.training.schedule import Schedule
 
 RESUME_FILE = "resume.pt"
@@ -62,6 +66,14 @@ def read_spec(path: str | Path) -> dict:
         raise UserError(f"{path}: spec file not found") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def computed_spec(spec: dict) -> dict:
+    """The spec as far as it changes what training computes, for the checkpoints' spec hash:
+    `training.tracking` changes only what is recorded, so turning TensorBoard on for a resumed
+    run keeps its checkpoint (and a spec from before the key existed hashes as it did)."""
+    training = {k: v for k, v in spec["training"].items() if k != "tracking"}
+    return {**spec, "training": training}
 
 
 def build_model(spec: dict, device: torch.device) -> GPT:
@@ -152,7 +164,7 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------
     def load(self, path: Path, keep_metrics: bool = True) -> None:
-        state = checkpoint.load(path, self.spec, map_location=self.device)
+        state = checkpoint.load(path, computed_spec(self.spec), map_location=self.device)
         if "diverged" in state:  # the stable run diverged before this branch point: no weights
             mark = state["diverged"]
             self.divergence = {"step": mark["step"], "reason": "the stable run diverged "
@@ -176,7 +188,7 @@ class Trainer:
         if not self.world.is_main:  # the ranks hold the same weights; one file is written
             return
         checkpoint.save(path, model=self.model, optimizer=self.optimizer, step=self.step,
-                        metrics=self.metrics, spec=self.spec, elapsed=self.elapsed,
+                        metrics=self.metrics, spec=computed_spec(self.spec), elapsed=self.elapsed,
                         interval=(self.interval_loss, self.interval_steps),
                         initial_loss=self.initial_loss)
 
@@ -214,13 +226,17 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, schedule: Schedule, end_step: int, *, eval_at: set[int] = frozenset(),
-            on_step=None, resume_path: Path | None = None, desc: str = "train") -> None:
+            on_step=None, resume_path: Path | None = None, desc: str = "train",
+            live: LiveLog | None = None) -> None:
         """Train until `end_step`, evaluating every `eval_every` steps, at `eval_at` and at the
-        end; `on_step(trainer)` runs after every step (and before the first one).
+        end; `on_step(trainer)` runs after every step (and before the first one). `live` gets
+        the rows so far now and each new row as it is measured.
 
         Stops early, without calling `on_step` for that step, once the run has diverged
         (`self.divergence` is then set and the last metric row is marked)."""
         train = self.spec["training"]
+        if live is not None:
+            live.start(self.metrics, self.step, end_step)
         if on_step:
             on_step(self)
         base_elapsed, run_start = self.elapsed, time.perf_counter()
@@ -247,6 +263,8 @@ class Trainer:
                     total_loss = self.interval_loss + self.world.mean(float(interval_loss))
                     self._record(factor, total_loss / self.interval_steps,
                                  steps_timed * self.batch_tokens / seconds)
+                    if live is not None:
+                        live.record(self.metrics[-1])
                     interval_loss.zero_()
                     self.interval_loss, self.interval_steps = 0.0, 0
                     interval_start, steps_timed = time.perf_counter(), 0
@@ -352,6 +370,14 @@ def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     atomic.write_json(out_dir / "run.json", record)
 
 
+def _live_log(trainer: Trainer, out_dir: Path, name: str) -> LiveLog | None:
+    """The live outputs of the run (`scalinglab.training.live`), on rank 0 only, as every output."""
+    if not trainer.world.is_main:
+        return None
+    return LiveLog(out_dir, name=name, tracking=trainer.spec["training"].get("tracking", ()),
+                   config=trainer.spec)
+
+
 def _downstream_task(trainer: Trainer) -> downstream.Task | None:
     """The downstream task of the spec (`scalinglab.downstream`), or None when the spec has it
     off (or, made before it existed, has no `downstream` key)."""
@@ -388,12 +414,18 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
     """Warmup + constant LR to the last branch point, saving `branch-<label>.pt` at each."""
     spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
     try:
-        _train_stable(Trainer(spec, data_dir, device, world), Path(out_dir))
+        trainer = Trainer(spec, data_dir, device, world)
+        live = _live_log(trainer, Path(out_dir), spec["series_id"])
+        try:
+            _train_stable(trainer, Path(out_dir), live)
+        finally:  # a failed or preempted run keeps its partial rows, for a look
+            if live is not None:
+                live.close()
     finally:
         distributed.stop(world)
 
 
-def _train_stable(trainer: Trainer, out_dir: Path) -> None:
+def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) -> None:
     spec = trainer.spec
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
@@ -418,7 +450,8 @@ def _train_stable(trainer: Trainer, out_dir: Path) -> None:
     if spec["stable_steps"] > 0:
         schedule = make_schedule(spec, spec["stable_steps"], decay_start=None)
         trainer.run(schedule, spec["stable_steps"], eval_at=set(by_step) - {0},
-                    on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"])
+                    on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"],
+                    live=live)
     else:  # cosine baselines: every "branch" trains from the initialisation
         save_branch_points(trainer)
     if not trainer.world.is_main:
@@ -437,12 +470,15 @@ def _train_stable(trainer: Trainer, out_dir: Path) -> None:
             elif stopped is not None and branch["decay_start"] >= stopped["step"]:
                 # not reached (a diverged step saves no branch checkpoint): the mark lets the
                 # branch's job finish at once as diverged instead of failing the workflow
-                checkpoint.save_diverged(out_dir / name, spec=spec, step=stopped["step"],
-                                         reason=stopped["reason"], metrics=trainer.metrics)
+                checkpoint.save_diverged(out_dir / name, spec=computed_spec(spec),
+                                         step=stopped["step"], reason=stopped["reason"],
+                                         metrics=trainer.metrics)
             else:
                 os.replace(pending / name, out_dir / name)
         _write_outputs(trainer, out_dir, {"kind": "stable", "steps": trainer.step,
                                           "wall_seconds": trainer.elapsed})
+        if live is not None:  # metrics.jsonl now holds the same rows, complete
+            live.finish()
         resume_path.unlink(missing_ok=True)
         shutil.rmtree(pending, ignore_errors=True)
 
@@ -456,13 +492,19 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
         if label not in branches:
             raise UserError(f"branch label {label!r} is not in {spec_path} "
                             f"(known: {', '.join(branches)})")
-        _decay_branch(Trainer(spec, data_dir, device, world), branches[label],
-                      Path(checkpoint_path), Path(out_dir))
+        trainer = Trainer(spec, data_dir, device, world)
+        live = _live_log(trainer, Path(out_dir), f"{spec['series_id']} {label}")
+        try:
+            _decay_branch(trainer, branches[label], Path(checkpoint_path), Path(out_dir), live)
+        finally:
+            if live is not None:
+                live.close()
     finally:
         distributed.stop(world)
 
 
-def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir: Path) -> None:
+def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir: Path,
+                  live: LiveLog | None = None) -> None:
     spec, label = trainer.spec, branch["label"]
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
@@ -476,7 +518,7 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
         schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"],
                                  shape=branch.get("decay_shape"))
         trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
-                    desc=f"{spec['series_id']} {label}")
+                    desc=f"{spec['series_id']} {label}", live=live)
     with _StopRequest():  # as in train_stable: finish the outputs once training is done
         if trainer.divergence is None:
             final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
@@ -494,4 +536,6 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
             "D": branch["D"], "steps": trainer.step, "final_val_loss": final_loss,
             "wall_seconds": trainer.elapsed, **_final_accuracy(trainer, task),
         })
+        if live is not None:
+            live.finish()
         resume_path.unlink(missing_ok=True)
