@@ -28,6 +28,7 @@ include: "workflow/rules/hparams.smk"
 include: "workflow/rules/wsd_vs_cosine.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/recipe.smk"
+include: "workflow/rules/schedule_law.smk"
 
 
 rule all:

@@ -33,7 +33,7 @@ def test_dry_run_plans_one_stable_job_per_size_and_one_branch_per_run(tmp_path):
     assert counts["write_spec"] == series + 2
     for rule in ("prepare_corpus", "train_tokenizer", "encode_corpus", "plan_study",
                  "collect_metrics", "fit_isoflop", "plot_loss_curves", "plot_isoflop",
-                 "plot_compute_optimal", "fit_downstream"):  # config.yaml has downstream on
+                 "plot_compute_optimal", "fit_downstream", "fit_schedule_law"):  # downstream on
         assert counts[rule] == 1, rule
 
 

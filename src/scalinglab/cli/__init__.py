@@ -1,5 +1,2 @@
-"""`python -m scalinglab VERB ...`: the one command line that every workflow rule calls."""
-
-from scalinglab.cli.main import main, merged_config
-
-__all__ = ["main", "merged_config"]
+"""`python -m scalinglab VERB ...`: the one command line that every workflow rule calls
+(`scalinglab.cli.main` builds the parser; each verb group has its module here)."""

@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     hparams_cli.register(sub)
     downstream_cli.register(sub)
+    from scalinglab.cli import schedule_law as schedule_law_cli
+
+    schedule_law_cli.register(sub)
     return parser
 
 

@@ -12,11 +12,13 @@ from scalinglab.phases.base import JobResources, Phase, TrainingGroup, one_of
 from scalinglab.phases.isoflop import Isoflop
 from scalinglab.phases.lr_transfer import CoordCheck, LrTransfer
 from scalinglab.phases.recipe import Downstream, Recipe, Validation
+from scalinglab.phases.schedule_law import ScheduleLaw
 from scalinglab.phases.sweeps import CRITICAL_BATCH, HPARAMS, WSD_VS_COSINE
 from scalinglab.phases.variants import Variants
 
 PHASES: tuple[Phase, ...] = (
     Isoflop(),
+    ScheduleLaw(),
     HPARAMS,
     CRITICAL_BATCH,
     WSD_VS_COSINE,
