@@ -200,12 +200,13 @@ def _rule_names(text: str) -> list[str]:
     return [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")]
 
 
-def test_readme_lists_the_rules_of_the_docstring_table():
+def test_docs_list_the_rules_of_the_docstring_table():
+    """docs/parametrization.md carries the muP rule table of the docstring, rule for rule."""
     from helpers import REPO
     from scalinglab import parametrization
 
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Parametrizations: SP and muP")[1].split("\n### ")[0]
+    page = (REPO / "docs" / "parametrization.md").read_text()
+    section = page.split("## Parametrizations: SP and muP")[1].split("\n## ")[0]
     assert _rule_names(section) == _rule_names(parametrization.__doc__)
     assert "router.lr" in _rule_names(section)
 
