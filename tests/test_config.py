@@ -154,7 +154,7 @@ def test_study_check_config_rejects_a_small_vocab_built_without_from_dict():
 def test_readme_config_table_is_rendered_from_the_schema():
     """The README's key table is `python -m scalinglab config-reference`: regenerate it when the
     schema changes."""
-    from scalinglab.config_reference import END, START, markdown_table
+    from scalinglab.config.reference import END, START, markdown_table
 
     readme = (REPO / "README.md").read_text()
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())

@@ -15,6 +15,7 @@ import torch
 from helpers import REPO, job_counts, snakemake
 from scalinglab import cli, variants
 from scalinglab.config import StudyConfig, from_dict
+from scalinglab.config.variants import RESERVED_NAMES
 from scalinglab.train import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},
@@ -151,7 +152,7 @@ def test_reserved_names_cover_every_other_phases_outputs():
         used |= set(re.findall(rf"results/{folder}/([a-z][A-Za-z_]*)", text))
     # less the variants phase's own names (the default and the shipped sp_vs_mup)
     used = {u.lower() for u in used if not u.startswith(("variants", "sp_vs_mup"))}
-    assert used <= set(variants.RESERVED_NAMES), sorted(used - set(variants.RESERVED_NAMES))
+    assert used <= set(RESERVED_NAMES), sorted(used - set(RESERVED_NAMES))
 
 
 def test_output_names_follow_variants_name_and_default_paths_are_unchanged():
