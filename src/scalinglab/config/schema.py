@@ -164,7 +164,7 @@ def readme_with_table(readme: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scalinglab.config.schema",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=(__doc__ or "").split("\n\n")[0])
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", action="store_true",
                         help=f"rewrite {SCHEMA_PATH} and the README's key table")
