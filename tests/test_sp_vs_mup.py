@@ -16,6 +16,7 @@ from helpers import REPO, job_counts, snakemake
 from scalinglab import variants
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
+from scalinglab.config.variants import RESERVED_NAMES
 from scalinglab.training.trainer import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},
@@ -152,7 +153,7 @@ def test_reserved_names_cover_every_other_phases_outputs():
         used |= set(re.findall(rf"results/{folder}/([a-z][A-Za-z_]*)", text))
     # less the variants phase's own names (the default and the shipped sp_vs_mup)
     used = {u.lower() for u in used if not u.startswith(("variants", "sp_vs_mup"))}
-    assert used <= set(variants.RESERVED_NAMES), sorted(used - set(variants.RESERVED_NAMES))
+    assert used <= set(RESERVED_NAMES), sorted(used - set(RESERVED_NAMES))
 
 
 def test_output_names_follow_variants_name_and_default_paths_are_unchanged():

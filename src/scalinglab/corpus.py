@@ -49,9 +49,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from scalinglab.atomic import atomic_path, write_json
+from scalinglab.config.corpus import SOURCES, CorpusConfig
 from scalinglab.errors import UserError
 
-SOURCES = ("stdlib", "files")
 _EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages"})
 _GLOB_CHARS = frozenset("*?[")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
@@ -63,22 +63,6 @@ MAX_INVALID_SHARE = 0.01
 """A text file with more invalid UTF-8 than this share of its sample is refused."""
 # what a corrupt or truncated compressed file raises while it is read
 _DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    """The ``corpus`` section of the study config."""
-
-    source: str = "stdlib"
-    """``stdlib``: this interpreter's standard-library ``.py`` files; ``files``: ``paths``."""
-    paths: tuple[str, ...] = ()
-    """Files, globs (``**`` recursive) or save_to_disk folders for ``source: files``."""
-    text_field: str = "text"
-    """The field (``.jsonl``) or column (``.parquet``, ``.arrow``) holding each document's text."""
-    max_bytes: int = 16_000_000
-    """Byte budget: UTF-8 bytes of document text taken, in listing order."""
-    val_fraction: float = 0.05
-    """Share of documents held out for validation (at least one document each side)."""
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,12 @@ loss any run reaches (so that at least two batch sizes reach every level).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs
+from scalinglab import phase_runs, study
+from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 
 PHASE = "critical_batch"
@@ -50,53 +50,7 @@ SERIES_PREFIX = "cb"
 LABEL = "stable"
 
 
-@dataclass(frozen=True)
-class CriticalBatchConfig:
-    """The critical-batch phase (off unless `enabled`)."""
-
-    enabled: bool = field(default=False, metadata={"doc": "run the critical-batch phase"})
-    n_layer: int = field(default=2, metadata=phase_runs.positive("blocks of the model"))
-    n_embd: int = field(default=32, metadata=phase_runs.positive("width of the model"))
-    n_head: int = field(default=2, metadata=phase_runs.positive("heads of the model"))
-    lr: float | None = field(
-        default=None, metadata={"doc": "constant learning rate (null: training.lr)", "min": 0,
-                                "exclusive": True}
-    )
-    batch_tokens: tuple[int, ...] = field(
-        default=(),
-        metadata=phase_runs.positive("batch sizes in tokens, multiples of model.block_size "
-                                     "(at least 3)"),
-    )
-    steps: int = field(
-        default=400, metadata=phase_runs.positive("the steps budget: optimizer steps of every run")
-    )
-    losses: tuple[float, ...] = field(
-        default=(), metadata=phase_runs.positive("target losses (empty: n_losses levels)")
-    )
-    n_losses: int = field(
-        default=6, metadata={"doc": "target losses chosen when `losses` is empty", "min": 2}
-    )
-    eval_every: int = field(
-        default=20, metadata=phase_runs.positive("steps between validation evaluations")
-    )
-    eval_tokens: int = field(
-        default=8192, metadata=phase_runs.positive("validation tokens per evaluation")
-    )
-
-    def __post_init__(self) -> None:
-        phase_runs.check_unique(self.batch_tokens, "critical_batch.batch_tokens")
-        phase_runs.check_unique(self.losses, "critical_batch.losses")
-        if self.n_embd % self.n_head:
-            raise UserError(f"critical_batch.n_head: {self.n_head} does not divide "
-                            f"n_embd={self.n_embd}")
-        if self.enabled and len(self.batch_tokens) < 3:
-            raise UserError(f"critical_batch.batch_tokens: needs at least 3 batch sizes, got "
-                            f"{len(self.batch_tokens)}")
-
-
-def size(cfg):
-    from scalinglab.config import SizeConfig
-
+def size(cfg) -> SizeConfig:
     cb = cfg.critical_batch
     return SizeConfig(cb.n_layer, cb.n_embd, cb.n_head)
 
@@ -110,8 +64,6 @@ def run_cfg(cfg, batch_size: int):
 
 def plan(cfg) -> pd.DataFrame:
     """One row per batch size: a stable (constant-LR) run of `steps` steps; empty when off."""
-    from scalinglab import study
-
     cb = cfg.critical_batch
     if not cb.enabled:
         return pd.DataFrame()
@@ -132,8 +84,6 @@ def plan(cfg) -> pd.DataFrame:
 
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """A stable run with no branches: warmup, then the constant LR for `steps` steps."""
-    from scalinglab import study
-
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown critical_batch run {sid!r}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from scalinglab.config.resources import check_batch
 from scalinglab.errors import UserError
 
 # torchrun turns these signals into a shutdown that sends the same signal to every worker. SIGUSR1
@@ -75,14 +76,6 @@ def env_world_size() -> int:
     if size < 1:
         raise UserError(f"WORLD_SIZE={size} must be >= 1")
     return size
-
-
-def check_batch(batch_size: int, processes: int) -> None:
-    """Every process takes the same number of rows of a step's batch."""
-    if batch_size % processes:
-        raise UserError(
-            f"resources.gpus_per_run: training.batch_size={batch_size} is not divisible by "
-            f"{processes} data-parallel processes")
 
 
 @dataclass(frozen=True)

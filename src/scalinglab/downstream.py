@@ -25,59 +25,16 @@ with a bootstrap over the points for 95% intervals.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from scalinglab.config import DownstreamConfig
 from scalinglab.errors import UserError
 
 TASK_SEED = 0
 PARAM_NAMES = ("top", "k", "L_mid")
 MIN_POINTS = 4  # three parameters: at least one degree of freedom left
-
-
-def _positive(doc: str) -> dict:
-    return {"doc": doc, "min": 0, "exclusive": True}
-
-
-@dataclass(frozen=True)
-class DownstreamConfig:
-    """The downstream task the IsoFLOP branches and the validation run are scored on (off unless
-    `enabled`)."""
-
-    enabled: bool = field(
-        default=False, metadata={"doc": "score the IsoFLOP and validation runs; fit the sigmoid"}
-    )
-    items: int = field(default=400, metadata=_positive("questions, spans of val.bin"))
-    context_tokens: int = field(default=64, metadata=_positive("tokens of each context"))
-    continuation_tokens: int = field(
-        default=16, metadata=_positive("tokens of each candidate continuation")
-    )
-    choices: int = field(
-        default=4, metadata={"doc": "candidates per item (chance = 1 / choices)", "min": 2}
-    )
-
-    def __post_init__(self) -> None:
-        if self.choices < 2:
-            raise UserError(f"downstream.choices: must be >= 2, got {self.choices}")
-        for key in ("items", "context_tokens", "continuation_tokens"):
-            if getattr(self, key) <= 0:
-                raise UserError(f"downstream.{key}: must be > 0, got {getattr(self, key)}")
-        if self.items < self.choices:
-            raise UserError(f"downstream.items: {self.items} items cannot give "
-                            f"{self.choices} choices from other items")
-
-    @property
-    def span(self) -> int:
-        return self.context_tokens + self.continuation_tokens
-
-
-def check_block_size(cfg: DownstreamConfig, block_size: int) -> None:
-    """An item must fit in the model's context (called where the whole study is known)."""
-    if cfg.enabled and cfg.span > block_size:
-        raise UserError(f"downstream.context_tokens: context_tokens + continuation_tokens = "
-                        f"{cfg.context_tokens} + {cfg.continuation_tokens} exceeds "
-                        f"model.block_size={block_size}")
 
 
 def check_split(cfg: DownstreamConfig, val_tokens: int) -> None:

@@ -30,73 +30,22 @@ others are not), so a stable job's outputs are the same named files for every se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs
+from scalinglab import phase_runs, study
+from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
+from scalinglab.model.flops import model_counts
 
 PHASE = "hparams"
 SERIES_PREFIX = "hp"
 NOT_CHOSEN = "size not chosen for this budget"
 
 
-@dataclass(frozen=True)
-class HparamsConfig:
-    """The LR x batch sweep (off unless `enabled`)."""
-
-    enabled: bool = field(default=False, metadata={"doc": "run the LR x batch sweep phase"})
-    budgets: tuple[float, ...] = field(
-        default=(), metadata=phase_runs.positive("compute budgets C in FLOPs (at least 2)")
-    )
-    lrs: tuple[float, ...] = field(
-        default=(), metadata=phase_runs.positive("learning-rate grid, ascending (at least 3)")
-    )
-    batch_tokens: tuple[int, ...] = field(
-        default=(),
-        metadata=phase_runs.positive("batch sizes in tokens, multiples of model.block_size "
-                                     "(at least 2)"),
-    )
-    tokens_per_param: float = field(
-        default=20.0,
-        metadata=phase_runs.positive("each budget trains the ladder size whose D/N is closest "
-                                     "to this"),
-    )
-    near_optimal: float = field(
-        default=0.01,
-        metadata={"doc": "a run within this fraction of its budget's best loss is near-optimal",
-                  "min": 0},
-    )
-    seeds: tuple[int, ...] = field(
-        default=(0,), metadata={"doc": "init and data-order seeds; losses are averaged",
-                                "min_len": 1}
-    )
-
-    def __post_init__(self) -> None:
-        for key in ("budgets", "lrs", "batch_tokens", "seeds"):
-            phase_runs.check_unique(getattr(self, key), f"hparams.{key}")
-        if list(self.lrs) != sorted(self.lrs):
-            raise UserError("hparams.lrs: list the learning rates in ascending order")
-        if not self.enabled:
-            return
-        if len(self.budgets) < 2:
-            raise UserError(f"hparams.budgets: needs at least 2 budgets for a law in C, got "
-                            f"{len(self.budgets)}")
-        if len(self.lrs) < 3:
-            raise UserError(f"hparams.lrs: needs at least 3 learning rates per budget, got "
-                            f"{len(self.lrs)}")
-        if len(self.batch_tokens) < 2:
-            raise UserError(f"hparams.batch_tokens: needs at least 2 batch sizes, got "
-                            f"{len(self.batch_tokens)}")
-
-
 def choose_size(cfg, budget: float):
     """The ladder size whose D/N at `budget` is closest (in log) to the target tokens/param."""
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-
     target = cfg.hparams.tokens_per_param
 
     def distance(size) -> float:
@@ -107,8 +56,6 @@ def choose_size(cfg, budget: float):
 
 
 def series_id(p: str, size, lr: float, batch_size: int, seed: int) -> str:
-    from scalinglab import study
-
     return f"{SERIES_PREFIX}-{study.series_id(p, size, lr, batch_size)}-s{seed}"
 
 
@@ -137,9 +84,6 @@ def plan(cfg) -> pd.DataFrame:
 
 
 def _row(run_cfg, sid: str, size, budget: float, i: int, trained: bool) -> dict:
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-
     fpt = model_counts(study.gpt_config(run_cfg, size), run_cfg.flops.convention).flops_per_token
     steps = phase_runs.steps_for(budget, fpt, study.batch_tokens(run_cfg))
     label = study.budget_label(budget)
@@ -163,9 +107,6 @@ def _row(run_cfg, sid: str, size, budget: float, i: int, trained: bool) -> dict:
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec of one series, in the format `train.train_stable` / `decay_branch` read; it
     evaluates only at branch points and at the end (only final losses enter the fit)."""
-    from scalinglab import study
-    from scalinglab.config import SizeConfig
-
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown hparams series {sid!r}")

@@ -18,19 +18,22 @@ A run that diverged (stopped early by training, see `training.divergence`; or a 
 final loss, or a final loss above ln(vocab), the loss of a uniform guess that every run starts
 near) is kept in the table and the figure, marked `diverged`, and left out of the parabola.
 
-config.py imports `LrTransferConfig` from here, so this module imports config and study inside
-its functions, not at the top (they import config themselves).
+The `lr_transfer` section itself is `scalinglab.config.lr_transfer.LrTransferConfig`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from scalinglab import study
+from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
+from scalinglab.model.flops import model_counts
+from scalinglab.training.schedule import decay_start_step
 
 PHASE = "lr_transfer"
 SERIES_PREFIX = "lrt"
@@ -38,56 +41,6 @@ SERIES_PREFIX = "lrt"
 # default grid) across a width range of at least 4x.
 MAX_SPREAD_GRID_STEPS = 1.0
 MIN_WIDTH_RANGE = 4.0
-
-
-def _positive(doc: str) -> dict:
-    return {"doc": doc, "min": 0, "exclusive": True}
-
-
-@dataclass(frozen=True)
-class LrTransferConfig:
-    """The LR-transfer phase (off unless `enabled`)."""
-
-    enabled: bool = field(default=False, metadata={"doc": "run the LR-transfer phase"})
-    parametrizations: tuple[str, ...] = field(
-        default=("sp", "mup"),
-        metadata={"doc": "parametrizations to sweep", "choices": ("sp", "mup"), "min_len": 1},
-    )
-    widths: tuple[int, ...] = field(
-        default=(), metadata=_positive("model widths n_embd (muP: multiples of base_width)")
-    )
-    n_layer: int = field(default=2, metadata=_positive("blocks of every model of the phase"))
-    n_head: int = field(
-        default=2,
-        metadata=_positive("heads of every width (fixed, so d_head grows with width and muP's "
-                           "1/d_head attention rule is exercised)"),
-    )
-    lrs: tuple[float, ...] = field(
-        default=(), metadata=_positive("the learning-rate grid (log2-spaced, ascending)")
-    )
-    seeds: tuple[int, ...] = field(
-        default=(0,), metadata={"doc": "init and data-order seeds; losses are averaged",
-                                "min_len": 1}
-    )
-    tokens: int = field(default=262144, metadata=_positive("training tokens per run"))
-
-    def __post_init__(self) -> None:
-        # checks within the section; those against other sections are in `check_config`
-        for key in ("parametrizations", "widths", "lrs", "seeds"):
-            values = getattr(self, key)
-            if len(set(values)) != len(values):
-                raise UserError(f"lr_transfer.{key}: the same value is listed twice")
-        if list(self.lrs) != sorted(self.lrs):
-            raise UserError("lr_transfer.lrs: list the learning rates in ascending order")
-        for i, width in enumerate(self.widths):
-            if width % self.n_head:
-                raise UserError(f"lr_transfer.widths[{i}]: n_head={self.n_head} does not "
-                                f"divide width {width}")
-        if self.enabled and len(self.widths) < 2:
-            raise UserError("lr_transfer.widths: needs at least two widths to measure a slope")
-        if self.enabled and len(self.lrs) < 3:
-            raise UserError("lr_transfer.lrs: needs at least three learning rates for a "
-                            "parabola")
 
 
 def check_config(cfg) -> None:
@@ -108,20 +61,13 @@ def check_config(cfg) -> None:
 
 def series_id(p: str, n_layer: int, width: int, n_head: int, lr: float, batch_size: int,
               seed: int) -> str:
-    from scalinglab.study import format_number
-
-    return (f"{SERIES_PREFIX}-{p}-l{n_layer}-d{width}-h{n_head}-lr{format_number(lr)}"
+    return (f"{SERIES_PREFIX}-{p}-l{n_layer}-d{width}-h{n_head}-lr{study.format_number(lr)}"
             f"-b{batch_size}-s{seed}")
 
 
 def plan(cfg) -> pd.DataFrame:
     """One row per run, in the column layout of `study.plan_isoflop` (so that
     `study.series_spec` can read it) plus `seed`. Empty when the phase is off."""
-    from scalinglab import study
-    from scalinglab.config import SizeConfig
-    from scalinglab.model.flops import model_counts
-    from scalinglab.training.schedule import decay_start_step
-
     check_config(cfg)
     lt = cfg.lr_transfer
     if not lt.enabled:
@@ -171,8 +117,6 @@ def run_config(cfg, row):
     """The study config as this run sees it: its parametrization, size, LR and seed, and
     evaluations only where they are used (the branch point and the end), since only the
     final loss enters the analysis and an eval of `eval_tokens` costs a third of a step each."""
-    from scalinglab.config import SizeConfig
-
     return replace(
         cfg,
         seed=int(row.seed),
@@ -185,8 +129,6 @@ def run_config(cfg, row):
 
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec file of one run, in the format `train.train_stable` / `decay_branch` read."""
-    from scalinglab import study
-
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown lr_transfer run {sid!r}")

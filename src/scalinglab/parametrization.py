@@ -88,15 +88,13 @@ alpha = 0.5 is Depth-muP, Yang et al. arXiv:2310.02244 / Bordelon et al. arXiv:2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from scalinglab.config import ParametrizationConfig
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, PARAMETER_KINDS
 
-PARAMETRIZATIONS = ("sp", "mup", "completep")
-ATTN_SCALES = ("auto", "sqrt", "linear")
 ADAM_EPS = 1e-8
 """AdamW's epsilon at base width and depth: torch's default, which training uses."""
 
@@ -128,65 +126,6 @@ DEPTH_EXPONENTS: dict[str, tuple[float, float]] = {
 }
 # What attn_scale="auto" means under each: q.k / sqrt(d_head) or q.k / d_head.
 ATTN_SCALE_AUTO = {"sp": "sqrt", "mup": "linear", "completep": "linear"}
-
-
-@dataclass(frozen=True)
-class ParametrizationConfig:
-    """Which parametrization, and its width-independent settings."""
-
-    name: str = "sp"
-    """"sp" (nanoGPT/GPT-2 standard parametrization), "mup" or "completep"."""
-    base_width: int = 64
-    """Width at which muP equals SP: m = n_embd / base_width (muP and CompleteP). Ignored under
-    SP."""
-    init_std: float = 0.02
-    """Std of every weight matrix at base width (hidden ones shrink like 1/sqrt(m) under muP)."""
-    emb_scale: float = 1.0
-    """Multiplier on the embedding output (MiniCPM's scale_emb)."""
-    output_mult: float = 1.0
-    """Logit multiplier at base width; muP divides it by m."""
-    attn_scale: str = "auto"
-    """"auto" (1/sqrt(d_head) under SP, 1/d_head under muP), "sqrt" or "linear"."""
-    depth_scale: bool = False
-    """Multiply each residual branch by 1/sqrt(n_layer) (MiniCPM scale_depth/sqrt(n_layer));
-    not with CompleteP, which has its own depth rule."""
-    base_depth: int = 2
-    """Depth at which CompleteP equals muP: m_d = n_layer / base_depth. Only CompleteP uses it."""
-    alpha: float = 1.0
-    """CompleteP's depth exponent, in [0.5, 1]: residual branches times m_d^-alpha (1 is
-    CompleteP, 0.5 Depth-muP; arXiv:2505.01618). Only CompleteP uses it."""
-
-    def __post_init__(self) -> None:
-        if self.name not in PARAMETRIZATIONS:
-            raise UserError(
-                f"parametrization.name: unknown {self.name!r}; expected one of "
-                + ", ".join(PARAMETRIZATIONS)
-            )
-        if self.attn_scale not in ATTN_SCALES:
-            raise UserError(
-                f"parametrization.attn_scale: unknown {self.attn_scale!r}; expected one of "
-                + ", ".join(ATTN_SCALES)
-            )
-        if not isinstance(self.base_width, int) or self.base_width <= 0:
-            raise UserError(
-                f"parametrization.base_width: must be a positive integer, got {self.base_width!r}"
-            )
-        for key in ("init_std", "emb_scale", "output_mult"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise UserError(f"parametrization.{key}: must be positive, got {value!r}")
-        if (isinstance(self.base_depth, bool) or not isinstance(self.base_depth, int)
-                or self.base_depth <= 0):
-            raise UserError(
-                f"parametrization.base_depth: must be a positive integer, got {self.base_depth!r}"
-            )
-        if (isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float)
-                or not 0.5 <= self.alpha <= 1.0):
-            raise UserError(f"parametrization.alpha: must be in [0.5, 1] (arXiv:2505.01618), "
-                            f"got {self.alpha!r}")
-        if self.name == "completep" and self.depth_scale:
-            raise UserError("parametrization.depth_scale: CompleteP scales residual branches by "
-                            "m_d^-alpha itself; set depth_scale: false")
 
 
 def width_multiplier(pcfg: ParametrizationConfig, n_embd: int) -> float:

@@ -3,53 +3,23 @@
 Every phase here trains through the spine's `train-stable` / `decay-branch` verbs, so its runs are
 rows in the column layout of `study.plan_isoflop` (one row per decay branch, grouped into series
 by `series_id`), and `study.series_spec` turns a series into the spec file those verbs read. This
-module holds what the phases share: the per-run view of the study config, one branch row, the
-shape type of the phases' config sections, and the input/params/resource functions their
-Snakemake rules call (`PhaseFiles`), so that the rule files hold rules only.
-
-config.py imports the phases' config dataclasses, and this module's `ShapeConfig` with them, so
-config and study are imported inside the functions here, not at the top.
+module holds what the phases share: the per-run view of the study config, one branch row, and
+the input/params/resource functions their Snakemake rules call (`PhaseFiles`), so that the rule
+files hold rules only. The phases' config sections are in `scalinglab.config`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from scalinglab import study
 from scalinglab.errors import UserError
-
-
-def positive(doc: str) -> dict:
-    return {"doc": doc, "min": 0, "exclusive": True}
-
-
-@dataclass(frozen=True)
-class ShapeConfig:
-    """A model shape named in a phase's own config section (as `model.sizes` entries are)."""
-
-    n_layer: int = field(metadata=positive("number of transformer blocks"))
-    n_embd: int = field(metadata=positive("residual stream width"))
-    n_head: int = field(metadata=positive("attention heads; must divide n_embd"))
-
-    def size(self):
-        from scalinglab.config import SizeConfig
-
-        return SizeConfig(self.n_layer, self.n_embd, self.n_head)
-
-
-def check_shapes(shapes, key: str) -> None:
-    for i, shape in enumerate(shapes):
-        if shape.n_embd % shape.n_head:
-            raise UserError(f"{key}[{i}]: n_head={shape.n_head} does not divide "
-                            f"n_embd={shape.n_embd}")
-
-
-def check_unique(values, key: str) -> None:
-    if len(set(values)) != len(values):
-        raise UserError(f"{key}: the same value is listed twice")
+from scalinglab.model.flops import model_counts
+from scalinglab.training.schedule import decay_start_step
 
 
 def batch_size_of(batch_tokens: int, block_size: int, key: str) -> int:
@@ -82,9 +52,6 @@ def branch_row(cfg, *, phase: str, series_id: str, label: str, size, steps: int,
                decay_start: int, **extra) -> dict:
     """One decay branch in `study.plan_isoflop`'s layout under the run's own config `cfg`
     (see `run_config`). `stable_steps` and `reason` are filled in per series by `finish`."""
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-
     counts = model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
     tokens = steps * study.batch_tokens(cfg)
     return {
@@ -117,9 +84,6 @@ def finish(rows: list[dict]) -> pd.DataFrame:
 def wsd_decay_start(cfg, steps: int, key: str, run_id: str) -> int:
     """Decay start of a `steps`-step WSD run under `cfg`'s schedule; a decay inside the warmup
     is a UserError naming `key` (the config key that sets the run's length)."""
-    from scalinglab import study
-    from scalinglab.training.schedule import decay_start_step
-
     start = decay_start_step(steps, cfg.schedule.decay_fraction, cfg.schedule.decay_shape)
     warmup = study.warmup_steps(cfg)
     if start < warmup:

@@ -26,13 +26,15 @@ N when none is within 10%).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from scalinglab import downstream
+from scalinglab import downstream, phase_runs, study
+from scalinglab.config import SizeConfig, StudyConfig, from_dict
 from scalinglab.errors import UserError
+from scalinglab.model.flops import model_counts
 
 PHASE = "validation"
 SERIES_PREFIX = "val"
@@ -48,19 +50,6 @@ PUBLISHED_TOKENS_PER_PARAM = (
      "source": "Hu et al., arXiv:2404.06395, Sec. 4.5"},
 )
 SAMPLE_NAMES = ("k_n", "a", "k_d", "b", "k_L", "e_L")
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """The validation run at a compute beyond every fitted budget (off unless `enabled`)."""
-
-    enabled: bool = field(
-        default=False, metadata={"doc": "train the validation run (the recipe is made either way)"}
-    )
-    compute_factor: float = field(
-        default=4.0,
-        metadata={"doc": "the run's compute / the largest budget any fit used", "min": 1},
-    )
 
 
 # -- 1. the compute-optimal fit with its loss law ------------------------------------------------
@@ -134,15 +123,10 @@ def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
 
 # -- 2. the recipe at a compute C ----------------------------------------------------------------
 def _study_config(study: dict):
-    from scalinglab.config import StudyConfig, from_dict
-
     return from_dict(StudyConfig, study)
 
 
 def _counts(cfg, size):
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-
     return model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
 
 
@@ -150,8 +134,6 @@ def choose_shape(cfg, n_target: float, *, max_layers: int = 64, max_heads: int =
     """A (n_layer, n_embd, n_head) near `n_target` non-embedding parameters, in the family of the
     ladder's largest size: its head width d_head (another of the ladder's when none is within
     N_TOLERANCE) and, among the shapes within tolerance, its width/depth ratio."""
-    from scalinglab.config import SizeConfig
-
     ladder = sorted(cfg.model.sizes, key=lambda s: _counts(cfg, s).N)
     # muP is defined from its base width up: a narrower shape would not build
     min_width = cfg.parametrization.base_width if cfg.parametrization.name == "mup" else 1
@@ -189,7 +171,6 @@ def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
                 downstream_fit: dict | None = None) -> dict:
     """The content of `results/recipe.json` at `compute` FLOPs; with `downstream_fit` (the
     sigmoid of `results/fits/downstream.json`) also the accuracy predicted from the loss."""
-    from scalinglab import study
     from scalinglab.hparams import law_at
 
     cfg = _study_config(compute_fit["study"])
@@ -262,9 +243,7 @@ def validation_compute(cfg) -> float:
 
 def validation_ids(cfg) -> tuple[str, str]:
     """(series id, label) of the validation run, known before the recipe exists."""
-    from scalinglab.study import budget_label
-
-    label = budget_label(validation_compute(cfg))
+    label = study.budget_label(validation_compute(cfg))
     return f"{SERIES_PREFIX}-{label}", label
 
 
@@ -287,9 +266,6 @@ class RecipeFiles:
 
 def validation_spec(cfg, recipe: dict, train_tokens: int | None = None) -> dict:
     """The spec of the validation run: the recipe's shape, LR, batch and compute."""
-    from scalinglab import phase_runs, study
-    from scalinglab.config import SizeConfig
-
     shape = recipe["shape"]
     size = SizeConfig(shape["n_layer"], shape["n_embd"], shape["n_head"])
     steps = int(recipe["steps"])

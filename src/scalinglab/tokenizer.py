@@ -21,12 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from scalinglab.atomic import atomic_path, write_json
+from scalinglab.config.tokenizer import EOT, MIN_VOCAB, SPECIAL_TOKENS
 from scalinglab.corpus import read_documents
 from scalinglab.errors import UserError
 
-EOT = "<|endoftext|>"
-SPECIAL_TOKENS = (EOT,)
-MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 # Below 2**32, as the study check has it (a uint32 file could hold one more id; no one needs it).
 MAX_VOCAB = 2**32 - 1
 _BATCH_DOCS = 128

@@ -26,155 +26,27 @@ Ids are built here, never in Snakemake: series `<variant>-<p>-l<layers>-d<width>
 -b<batch>` (e.g. `moe-sp-l2-d32-h2-lr3e-03-b16`), runs `<series>_C<budget>`; a variant name is
 lower-case letters and digits, so ids stay unambiguous.
 
-config.py imports `VariantsConfig` from here, so this module imports config and study inside its
-functions, not at the top (they import config themselves).
+The `variants` section itself is `scalinglab.config.variants.VariantsConfig`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from scalinglab import study
+from scalinglab.config import SizeConfig, VariantConfig, to_dict
+from scalinglab.config.variants import MODEL_SETTINGS, SETTINGS
 from scalinglab.errors import UserError
-from scalinglab.model.linear_attention import FEATURE_MAPS
-from scalinglab.parametrization import PARAMETRIZATIONS
+from scalinglab.model.flops import model_counts
+from scalinglab.training.schedule import decay_start_step
 
 PHASE = "variants"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
-PHASE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-# The variant settings that are GPTConfig fields, and those that set how the runs train (kept in
-# the run's spec as `parametrization.name` and `training.lr`, and in runs.csv as their columns).
-MODEL_SETTINGS = ("attention", "feature_map", "mlp", "n_experts", "moe_top_k", "moe_aux_coef")
-RUN_SETTINGS = ("parametrization", "lr")
-SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
-# Names the other phases' outputs already use (results/<x>/, results/fits/<x>.json,
-# results/figures/<x>.png, results/runs/<x>/, results/specs/<x>/): `variants.name` may not take
-# them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
-RESERVED_NAMES = (
-    "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
-    "downstream", "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer",
-    "metrics", "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study",
-    "validation", "wsd_vs_cosine",
-)
-
-
-def _positive(doc: str) -> dict:
-    return {"doc": doc, "min": 0, "exclusive": True}
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    """One architecture: a name and the `GPTConfig` settings that make it."""
-
-    name: str = field(metadata={"doc": "id of the variant: lower-case letters and digits"})
-    attention: str = field(default="softmax", metadata={"doc": "softmax | linear",
-                                                        "choices": ("softmax", "linear")})
-    feature_map: str = field(default="elu", metadata={"doc": "linear attention kernel",
-                                                      "choices": FEATURE_MAPS})
-    mlp: str = field(default="dense", metadata={"doc": "dense | moe", "choices": ("dense", "moe")})
-    n_experts: int = field(default=1, metadata=_positive("experts per MoE layer"))
-    moe_top_k: int = field(default=1, metadata=_positive("experts per token (<= n_experts)"))
-    moe_aux_coef: float = field(
-        default=0.01, metadata={"doc": "weight of the load-balancing loss", "min": 0}
-    )
-    parametrization: str | None = field(
-        default=None, metadata={"doc": "sp | mup (null: the study's parametrization.name)",
-                                "choices": PARAMETRIZATIONS}
-    )
-    lr: float | None = field(
-        default=None, metadata=_positive("peak learning rate (null: training.lr)")
-    )
-
-    def configured(self) -> dict:
-        """The variant as written in the config: settings left unset (null) are not listed, so
-        that a variant without overrides keeps the spec, hence the runs, it had before they
-        existed. What its runs use is in the spec's `parametrization` and `training`."""
-        from scalinglab.config import to_dict
-
-        return {k: v for k, v in to_dict(self).items() if not (k in RUN_SETTINGS and v is None)}
-
-
-@dataclass(frozen=True)
-class VariantSize:
-    """One rung of the phase's ladder (the fields of `config.SizeConfig`, which this module
-    cannot import at load time)."""
-
-    n_layer: int = field(metadata=_positive("number of transformer blocks"))
-    n_embd: int = field(metadata=_positive("residual stream width"))
-    n_head: int = field(metadata=_positive("attention heads; must divide n_embd"))
-
-
-@dataclass(frozen=True)
-class VariantsConfig:
-    """The architecture-variants phase (off unless `enabled`)."""
-
-    enabled: bool = field(default=False, metadata={"doc": "run the architecture-variants phase"})
-    name: str = field(
-        default=PHASE,
-        metadata={"doc": "names the outputs: results/fits/NAME.json, results/figures/NAME*.png, "
-                         "results/runs/NAME/ (lower-case letters, digits, _)"},
-    )
-    reference: str | None = field(
-        default=None,
-        metadata={"doc": "the variant the others are compared with (null: dense if listed, "
-                         "else the first listed)"},
-    )
-    models: tuple[VariantConfig, ...] = field(
-        default=(), metadata={"doc": "the variants compared (architecture, parametrization, "
-                                     "peak LR), each trained on the whole ladder"}
-    )
-    sizes: tuple[VariantSize, ...] = field(
-        default=(), metadata={"doc": "the ladder of every variant (empty: model.sizes)"}
-    )
-    budgets: tuple[float, ...] = field(
-        default=(), metadata={"doc": "compute budgets in FLOPs (empty: isoflop.budgets)",
-                              "min": 0, "exclusive": True}
-    )
-
-    def __post_init__(self) -> None:
-        # checks within the section; those against other sections are in `plan`
-        if not PHASE_NAME_PATTERN.match(self.name):
-            raise UserError(f"variants.name: {self.name!r} must be lower-case letters, digits "
-                            "and _, starting with a letter")
-        if self.name in RESERVED_NAMES:
-            raise UserError(f"variants.name: {self.name!r} is taken by another phase's outputs "
-                            f"(results/{self.name}...); choose another name")
-        names = [m.name for m in self.models]
-        if self.reference is not None and self.reference not in names:
-            raise UserError(f"variants.reference: {self.reference!r} is not a variant of "
-                            f"variants.models ({', '.join(names) or 'none listed'})")
-        for i, model in enumerate(self.models):
-            key = f"variants.models[{i}]"
-            if not NAME_PATTERN.match(model.name):
-                raise UserError(f"{key}.name: {model.name!r} must be lower-case letters and "
-                                "digits, starting with a letter")
-            if names.index(model.name) != i:
-                raise UserError(f"{key}.name: {model.name!r} is listed twice")
-            if model.moe_top_k > model.n_experts:
-                raise UserError(f"{key}.moe_top_k: {model.moe_top_k} is more than "
-                                f"n_experts={model.n_experts}")
-            # from_dict checks these already; a VariantConfig built in code is checked here
-            if model.parametrization not in (None, *PARAMETRIZATIONS):
-                raise UserError(f"{key}.parametrization: {model.parametrization!r} is not one "
-                                f"of {', '.join(PARAMETRIZATIONS)}")
-            if model.lr is not None and not model.lr > 0:
-                raise UserError(f"{key}.lr: must be > 0, got {model.lr!r}")
-        for i, size in enumerate(self.sizes):
-            if size.n_embd % size.n_head:
-                raise UserError(f"variants.sizes[{i}]: n_head={size.n_head} does not divide "
-                                f"n_embd={size.n_embd}")
-        if len(set(self.sizes)) != len(self.sizes):
-            raise UserError("variants.sizes: the same size is listed twice")
-        if len(set(self.budgets)) != len(self.budgets):
-            raise UserError("variants.budgets: the same budget is listed twice")
-        if self.enabled and not self.models:
-            raise UserError("variants.models: the phase is enabled but lists no variant")
 
 
 def ladder(cfg) -> tuple:
@@ -196,15 +68,11 @@ def run_config(cfg, variant: VariantConfig):
 
 def gpt_config(cfg, variant: VariantConfig, size):
     """The base model of `size` under the variant's parametrization, turned into `variant`."""
-    from scalinglab import study
-
     return replace(study.gpt_config(run_config(cfg, variant), size),
                    **{k: getattr(variant, k) for k in MODEL_SETTINGS})
 
 
 def series_id(variant: VariantConfig, cfg, size) -> str:
-    from scalinglab import study
-
     run = run_config(cfg, variant)
     return f"{variant.name}-" + study.series_id(run.parametrization.name, size,
                                                 run.training.lr, run.training.batch_size)
@@ -233,10 +101,6 @@ def plan(cfg) -> pd.DataFrame:
     """One row per (variant, size, budget) in the column layout of `study.plan_isoflop` (so
     that `study.series_spec` reads it), with `N` the active count, plus `variant`, `N_active`
     and `N_nonembedding`. Empty when the phase is off."""
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-    from scalinglab.training.schedule import decay_start_step
-
     if not cfg.variants.enabled:
         return pd.DataFrame()
     check_widths(cfg)
@@ -287,8 +151,6 @@ def training_flops(cfg, table: pd.DataFrame) -> float:
     """FLOPs the phase trains: each series' stable run (to its last trained branch point) plus
     every trained branch's decay; less than the branches' budgets summed, which count the
     shared stable part once per branch."""
-    from scalinglab import study
-
     trained = table[table["reason"] == ""]
     if trained.empty:
         return 0.0
@@ -302,15 +164,12 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec file of one series, in the format `train.train_stable` / `decay_branch` read:
     `study.series_spec` under the variant's parametrization and LR (`run_config`), with its
     model settings and counts."""
-    from scalinglab import study
-    from scalinglab.config import to_dict
-
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown variants series {sid!r}")
     first = rows.iloc[0]
     variant = next(v for v in cfg.variants.models if v.name == first.variant)
-    size = VariantSize(int(first.n_layer), int(first.n_embd), int(first.n_head))
+    size = SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head))
     spec = study.series_spec(run_config(cfg, variant), rows, sid)
     spec["model"] = to_dict(gpt_config(cfg, variant, size))
     spec["variant"] = variant.configured()

@@ -22,73 +22,27 @@ losses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs
+from scalinglab import phase_runs, study
+from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
+from scalinglab.model.flops import model_counts
 
 PHASE = "wsd_vs_cosine"
 WSD_PREFIX = "wvc-wsd"
 COSINE_PREFIX = "wvc-cos"
-ABLATION_SHAPES = ("linear", "cosine", "1-sqrt", "exponential")
-
-
-@dataclass(frozen=True)
-class WsdVsCosineConfig:
-    """The WSD-against-cosine phase (off unless `enabled`)."""
-
-    enabled: bool = field(default=False, metadata={"doc": "run the WSD-vs-cosine phase"})
-    sizes: tuple[phase_runs.ShapeConfig, ...] = field(
-        default=(), metadata={"doc": "model shapes compared (at least 2 when enabled)"}
-    )
-    budgets: tuple[float, ...] = field(
-        default=(), metadata=phase_runs.positive("compute budgets C in FLOPs (at least 2)")
-    )
-    decay_fractions: tuple[float, ...] = field(
-        default=(0.2, 0.1, 0.05),
-        metadata={"doc": "WSD decay fractions; the first is the main comparison", "min": 0,
-                  "exclusive": True, "max": 1, "min_len": 1},
-    )
-    decay_shapes: tuple[str, ...] = field(
-        default=("linear", "1-sqrt"),
-        metadata={"doc": "WSD decay shapes; the first is the main comparison",
-                  "choices": ABLATION_SHAPES, "min_len": 1},
-    )
-    cosine_final_lr_ratio: float = field(
-        default=0.1, metadata={"doc": "the cosine runs' final LR / peak LR", "min": 0, "max": 1}
-    )
-    eval_every: int = field(
-        default=25, metadata=phase_runs.positive("steps between validation evaluations")
-    )
-
-    def __post_init__(self) -> None:
-        phase_runs.check_shapes(self.sizes, "wsd_vs_cosine.sizes")
-        for key in ("sizes", "budgets", "decay_fractions", "decay_shapes"):
-            phase_runs.check_unique(getattr(self, key), f"wsd_vs_cosine.{key}")
-        if self.enabled and len(self.sizes) < 2:
-            raise UserError(f"wsd_vs_cosine.sizes: needs at least 2 sizes, got {len(self.sizes)}")
-        if self.enabled and len(self.budgets) < 2:
-            raise UserError(f"wsd_vs_cosine.budgets: needs at least 2 budgets, got "
-                            f"{len(self.budgets)}")
-
-    @property
-    def main(self) -> tuple[float, str]:
-        return self.decay_fractions[0], self.decay_shapes[0]
 
 
 def variant_label(budget: float, fraction: float, shape: str) -> str:
     """e.g. C1e12-f0.1-1-sqrt: budget, decay fraction, decay shape."""
-    from scalinglab.study import budget_label
-
-    return f"{budget_label(budget)}-f{fraction:g}-{shape}"
+    return f"{study.budget_label(budget)}-f{fraction:g}-{shape}"
 
 
 def _series(cfg, prefix: str, size) -> str:
-    from scalinglab import study
-
     sid = study.series_id(cfg.parametrization.name, size, cfg.training.lr,
                           cfg.training.batch_size)
     return f"{prefix}-{sid}"
@@ -111,15 +65,11 @@ def _wsd_cfg(cfg, size, fraction: float | None = None, shape: str | None = None)
 def plan(cfg) -> pd.DataFrame:
     """Rows for every WSD branch and every cosine run, in `study.plan_isoflop`'s layout plus
     `kind` (wsd | cosine), `decay_fraction`, `decay_shape` and `main`; empty when off."""
-    from scalinglab import study
-    from scalinglab.model.flops import model_counts
-
     wc = cfg.wsd_vs_cosine
     if not wc.enabled:
         return pd.DataFrame()
     rows = []
-    for shape_cfg in wc.sizes:
-        size = shape_cfg.size()
+    for size in wc.sizes:
         cos_cfg = _cosine_cfg(cfg, size)
         fpt = model_counts(study.gpt_config(cfg, size), cfg.flops.convention).flops_per_token
         for i, budget in enumerate(wc.budgets):
@@ -150,9 +100,6 @@ def plan(cfg) -> pd.DataFrame:
 
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     """The spec of a WSD or cosine series; WSD branches carry their own decay shape."""
-    from scalinglab import study
-    from scalinglab.config import SizeConfig
-
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown wsd_vs_cosine series {sid!r}")

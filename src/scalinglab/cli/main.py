@@ -159,7 +159,7 @@ def _write_spec(args) -> None:
 def _config_reference(args) -> None:
     import yaml
 
-    from scalinglab.config_reference import markdown_table
+    from scalinglab.config.reference import markdown_table
 
     try:
         schema = yaml.safe_load(Path(args.schema).read_text())

@@ -55,11 +55,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scalinglab.config.flops import CONVENTIONS
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPTConfig
 from scalinglab.model.linear_attention import CHUNK_SIZE
-
-CONVENTIONS = ("6N", "6N+attn", "6N+attn+head")
 
 
 @dataclass(frozen=True)

@@ -53,14 +53,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from scalinglab.config.model import ATTENTIONS, FEATURE_MAPS, MLPS
 from scalinglab.errors import UserError
-from scalinglab.model.linear_attention import FEATURE_MAPS, LinearAttention
+from scalinglab.model.linear_attention import LinearAttention
 from scalinglab.model.moe import MoEMLP
 
 # "router": the MoE gating matrix (scalinglab.model.moe); absent from dense models
 PARAMETER_KINDS = ("embedding", "position", "hidden", "router", "readout", "vector")
-ATTENTIONS = ("softmax", "linear")
-MLPS = ("dense", "moe")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-FEATURE_MAPS = ("elu", "relu")
+from scalinglab.config.model import FEATURE_MAPS
+
 CHUNK_SIZE = 64
 """Tokens per chunk in the model (the kernel takes any; results agree to float32 rounding)."""
 EPS = 1e-6

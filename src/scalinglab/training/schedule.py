@@ -41,10 +41,9 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from scalinglab.config.schedule import DECAY_SHAPES, SCHEDULE_KINDS
 from scalinglab.errors import UserError
 
-DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "exponential", "multistep")
-SCHEDULE_KINDS = ("wsd", "cosine")
 EXPONENTIAL_FLOOR = 0.01
 # DeepSeek LLM's multi-step schedule: (fraction of total_steps, factor from there on)
 MULTISTEP = ((Fraction(8, 10), 0.316), (Fraction(9, 10), 0.1))

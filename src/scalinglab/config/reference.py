@@ -1,14 +1,16 @@
-"""The README's table of config keys, rendered from `workflow/schemas/config.schema.yaml`.
+"""The README's table of config keys, rendered from the JSON schema.
 
-The schema is the one place where every key's type, default and description are written; the
-README shows the same table (a test keeps them in step), so the documentation cannot go stale.
+The schema is itself rendered from the config dataclasses (`scalinglab.config.schema`), where
+every key's type, default, bounds and description are written once; the README shows this table
+of it (`python -m scalinglab.config.schema --write` rewrites both, a test checks that doing so
+changes nothing), so the documentation cannot go stale.
 """
 
 from __future__ import annotations
 
 import json
 
-START = "<!-- config-reference:start (python -m scalinglab config-reference) -->"
+START = "<!-- config-reference:start (python -m scalinglab.config.schema --write) -->"
 END = "<!-- config-reference:end -->"
 
 
