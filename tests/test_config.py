@@ -142,7 +142,7 @@ def test_vocab_size_below_257_is_exit_2_naming_the_key(tmp_path):
 
 def test_study_check_config_rejects_a_small_vocab_built_without_from_dict():
     from scalinglab.config import TokenizerConfig
-    from scalinglab.study import check_config
+    from scalinglab.phases.study import check_config
 
     cfg = load_config(REPO / "config.yaml")
     check_config(cfg)
@@ -275,8 +275,8 @@ def test_snakemake_validate_rejects_bad_configs(data):
     from snakemake.utils import validate
 
     from scalinglab.cli import main as cli
-    from scalinglab.corpus import validate_corpus
-    from scalinglab.study import check_config
+    from scalinglab.data.corpus import validate_corpus
+    from scalinglab.phases.study import check_config
 
     merged = cli.merged_config([str(REPO / "config.yaml")])
     cli._deep_update(merged, copy.deepcopy(data))

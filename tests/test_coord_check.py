@@ -20,7 +20,7 @@ from helpers import (
 )
 from scalinglab.cli import main as cli
 from scalinglab.errors import UserError
-from scalinglab.parametrization import ParametrizationConfig
+from scalinglab.model.parametrization import ParametrizationConfig
 from scalinglab.training.coord_check import (
     DEPTH_EXPECTED_TO_PASS,
     MAX_FLAT_GROWTH,

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import REPO
 from scalinglab.cli import main as cli
-from scalinglab.corpus import (
+from scalinglab.data.corpus import (
     SAMPLE_BYTES,
     CorpusConfig,
     check_text,

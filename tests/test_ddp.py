@@ -15,11 +15,10 @@ import torch
 
 import scalinglab
 from helpers import REPO, read_metrics, tiny_spec, write_spec, write_token_dir
-from scalinglab import distributed
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
-from scalinglab.training import checkpoint
+from scalinglab.training import checkpoint, distributed
 from scalinglab.training import trainer as train
 
 # float sums in another order (two half-batch means, then DDP's all-reduce) move the losses by

@@ -18,8 +18,8 @@ from helpers import (
     write_spec,
     write_token_dir,
 )
-from scalinglab import lr_transfer
 from scalinglab.errors import UserError
+from scalinglab.phases import lr_transfer
 from scalinglab.plots import study as plots
 from scalinglab.training import divergence, metrics
 from scalinglab.training import trainer as train

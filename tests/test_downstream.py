@@ -21,13 +21,13 @@ from helpers import (
     write_spec,
     write_token_dir,
 )
-from scalinglab import downstream, recipe
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.downstream import DownstreamConfig
 from scalinglab.errors import UserError
-from scalinglab.training import metrics
+from scalinglab.phases import recipe
+from scalinglab.training import downstream, metrics
 from scalinglab.training import trainer as train
+from scalinglab.training.downstream import DownstreamConfig
 from scalinglab.training.schedule import Schedule
 
 SMALL = DownstreamConfig(enabled=True, items=12, context_tokens=5, continuation_tokens=3,
@@ -346,7 +346,7 @@ def test_dry_run_plans_fit_downstream_once_when_enabled(tmp_path, enabled):
 
 
 def test_only_the_isoflop_and_validation_phases_carry_the_task():
-    from scalinglab import hparams, recipe, study
+    from scalinglab.phases import hparams, recipe, study
 
     cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
     assert cfg.downstream.enabled

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import hparams
 from scalinglab.cli.main import main
 from scalinglab.fitting import hparam_laws, laws
+from scalinglab.phases import hparams
 
 LR = (50.0, -0.7, 0.3)   # lr* = 50 N^-0.7 D^0.3
 BATCH = (0.5, 0.6)       # B* = 0.5 D^0.6 (tokens)

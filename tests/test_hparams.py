@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from helpers import REPO
-from scalinglab import critical_batch, hparams
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
+from scalinglab.phases import critical_batch, hparams
 
 LADDER = [{"n_layer": 1, "n_embd": 8, "n_head": 1}, {"n_layer": 1, "n_embd": 16, "n_head": 2},
           {"n_layer": 2, "n_embd": 24, "n_head": 2}]

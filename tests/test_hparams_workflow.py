@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import critical_batch, hparams, wsd_vs_cosine
 from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
+from scalinglab.phases import critical_batch, hparams, wsd_vs_cosine
 
 # every phase of issue 6 on, tiny, over the smoke study (lr_transfer off to keep it short)
 TINY = """

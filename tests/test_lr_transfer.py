@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import lr_transfer
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
+from scalinglab.phases import lr_transfer
 
 # the full study: config.yaml with the LR-transfer phase and the validation run on
 FULL = str(REPO / "workflow/configs/full.yaml")

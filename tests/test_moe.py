@@ -11,7 +11,7 @@ import torch
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, MLP, GPTConfig
 from scalinglab.model.moe import MoEMLP, load_balancing_loss
-from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
+from scalinglab.model.parametrization import ParametrizationConfig, init_weights, param_groups
 
 DENSE = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_embd=16, n_head=2)
 SP = ParametrizationConfig("sp")

@@ -5,7 +5,7 @@ import torch
 
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, GPTConfig
-from scalinglab.parametrization import (
+from scalinglab.model.parametrization import (
     ParametrizationConfig,
     depth_multiplier,
     init_std,
@@ -203,7 +203,7 @@ def _rule_names(text: str) -> list[str]:
 def test_docs_list_the_rules_of_the_docstring_table():
     """docs/parametrization.md carries the muP rule table of the docstring, rule for rule."""
     from helpers import REPO
-    from scalinglab import parametrization
+    from scalinglab.model import parametrization
 
     page = (REPO / "docs" / "parametrization.md").read_text()
     section = page.split("## Parametrizations: SP and muP")[1].split("\n## ")[0]

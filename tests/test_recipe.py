@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalinglab import recipe
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict, to_dict
 from scalinglab.errors import UserError
+from scalinglab.phases import recipe
 
 LADDER = [{"n_layer": 2, "n_embd": 16, "n_head": 2}, {"n_layer": 2, "n_embd": 32, "n_head": 2},
           {"n_layer": 4, "n_embd": 96, "n_head": 4}]

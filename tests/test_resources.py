@@ -7,9 +7,17 @@ import re
 import pytest
 
 from helpers import REPO, snakemake, tiny_spec
-from scalinglab import critical_batch, hparams, lr_transfer, recipe, study, variants, wsd_vs_cosine
 from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
+from scalinglab.phases import (
+    critical_batch,
+    hparams,
+    lr_transfer,
+    recipe,
+    study,
+    variants,
+    wsd_vs_cosine,
+)
 from scalinglab.training.resources import (
     MIN_RUNTIME_MINUTES,
     PREEMPTION_SIGNAL,

@@ -33,7 +33,7 @@ import pytest
 from helpers import REPO
 from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.study import plan_isoflop
+from scalinglab.phases.study import plan_isoflop
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import variants
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.config.variants import RESERVED_NAMES
+from scalinglab.phases import variants
 from scalinglab.training.trainer import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},

@@ -8,7 +8,7 @@ import pytest
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
-from scalinglab.study import (
+from scalinglab.phases.study import (
     check_epochs,
     excluded_runs,
     format_number,

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from scalinglab.corpus import CorpusConfig, prepare_corpus, read_documents
-from scalinglab.errors import UserError
-from scalinglab.tokenizer import (
+from scalinglab.data.corpus import CorpusConfig, prepare_corpus, read_documents
+from scalinglab.data.tokenizer import (
     EOT,
     encode_corpus,
     load_tokenizer,
     token_dtype,
     train_tokenizer,
 )
+from scalinglab.errors import UserError
 
 TEXTS = [
     "def add(a, b):\n    return a + b\n",

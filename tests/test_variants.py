@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from helpers import REPO, job_counts, snakemake
-from scalinglab import variants
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.model.flops import ModelCounts, model_counts
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.model.moe import MoEMLP
+from scalinglab.phases import variants
 from scalinglab.training.trainer import build_model
 
 SECTION = {

@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO, job_counts, snakemake
 from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.study import plan_isoflop, trained_runs, trained_series
+from scalinglab.phases.study import plan_isoflop, trained_runs, trained_series
 
 FIGURES = ["loss_curves.png", "isoflop.png", "compute_optimal.png"]
 

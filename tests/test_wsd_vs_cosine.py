@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
-from scalinglab import wsd_vs_cosine
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
+from scalinglab.phases import wsd_vs_cosine
 from scalinglab.training import trainer as train
 from scalinglab.training.schedule import wsd_factor
 

@@ -1,4 +1,4 @@
-# Downstream accuracy beyond loss (scalinglab.downstream, LLaMA 3's second step): every IsoFLOP
+# Downstream accuracy beyond loss (scalinglab.training.downstream, LLaMA 3's second step): every IsoFLOP
 # decay branch scores itself on a multiple-choice task from val.bin when downstream.enabled, so
 # runs.csv carries the accuracies; this rule fits the sigmoid from loss to accuracy that the
 # recipe (recipe.smk) uses to predict the validation run's accuracy.

@@ -1,7 +1,7 @@
 # Hyperparameter laws: the LR x batch sweep (DeepSeek LLM) and the critical batch against loss
 # (MiniCPM), phases of scalinglab.phases.sweeps. Their runs train through the shared rules of
 # train.smk; this file plans them and fits what they measured.
-from scalinglab import recipe
+from scalinglab.phases import recipe
 from scalinglab.phases import group_named
 
 HP = group_named(TRAINING_GROUPS, "hparams")

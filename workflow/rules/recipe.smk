@@ -2,7 +2,7 @@
 # the recipe at validation.compute_factor x the largest budget any fit used, and the validation
 # run configured from it. The run's id and label are known before the recipe exists; its spec is
 # written from the recipe by a job (validation_spec), and the shared rules of train.smk train it.
-from scalinglab import recipe
+from scalinglab.phases import recipe
 from scalinglab.phases import group_named
 
 VALIDATION_SERIES, VALIDATION_LABEL = recipe.validation_ids(STUDY)

@@ -34,8 +34,9 @@ def read_points(path: str):
 
 
 def _downstream_fit(args) -> None:
-    from scalinglab import atomic, downstream
+    from scalinglab import atomic
     from scalinglab.plots import study as plots
+    from scalinglab.training import downstream
 
     loss, acc, chance = read_points(args.runs)
     fit = downstream.fit_sigmoid(loss, acc, chance, n_boot=args.bootstrap, seed=args.seed)

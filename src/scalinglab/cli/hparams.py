@@ -59,7 +59,7 @@ def _write_json(path, data: dict) -> None:
 
 def phase_tables(cfg) -> dict:
     """The run table of every phase of this module that is switched on."""
-    from scalinglab import critical_batch, hparams, wsd_vs_cosine
+    from scalinglab.phases import critical_batch, hparams, wsd_vs_cosine
 
     tables = {"hparams": hparams.plan(cfg), "critical_batch": critical_batch.plan(cfg),
               "wsd_vs_cosine": wsd_vs_cosine.plan(cfg)}
@@ -68,7 +68,8 @@ def phase_tables(cfg) -> dict:
 
 def check(cfg) -> list[str]:
     """Lines describing the phases' plans; a bad key raises a UserError naming it."""
-    from scalinglab import phase_runs, recipe
+    from scalinglab.phases import recipe
+    from scalinglab.phases import runs as phase_runs
 
     lines = []
     for phase, table in phase_tables(cfg).items():
@@ -97,7 +98,8 @@ def _hparams_plan(args) -> None:
 
 
 def _hparams_fit(args) -> None:
-    from scalinglab import atomic, hparams
+    from scalinglab import atomic
+    from scalinglab.phases import hparams
     from scalinglab.plots import hparams as hparams_plots
 
     if args.near_optimal < 0:
@@ -120,7 +122,7 @@ def _hparams_fit(args) -> None:
 
 
 def _critical_batch_fit(args) -> None:
-    from scalinglab import critical_batch
+    from scalinglab.phases import critical_batch
     from scalinglab.plots import hparams as hparams_plots
 
     curves = critical_batch.read_curves(args.runs)
@@ -137,7 +139,7 @@ def _critical_batch_fit(args) -> None:
 
 
 def _wsd_vs_cosine_fit(args) -> None:
-    from scalinglab import wsd_vs_cosine
+    from scalinglab.phases import wsd_vs_cosine
     from scalinglab.plots import hparams as hparams_plots
 
     cfg = _study_config(args.config)
@@ -168,7 +170,7 @@ def _fit_compute_optimal(args) -> None:
     import pandas as pd
 
     from scalinglab.config import to_dict
-    from scalinglab.recipe import fit_compute_optimal
+    from scalinglab.phases.recipe import fit_compute_optimal
 
     cfg = _study_config(args.config)
     try:
@@ -183,7 +185,7 @@ def _fit_compute_optimal(args) -> None:
 
 
 def _plan(args) -> None:
-    from scalinglab.recipe import make_recipe
+    from scalinglab.phases.recipe import make_recipe
 
     if not args.compute > 0:
         raise UserError(f"--compute {args.compute!r}: a FLOP budget must be positive")
@@ -215,7 +217,7 @@ def _plan(args) -> None:
 
 def _validation_spec(args) -> None:
     from scalinglab import atomic
-    from scalinglab.recipe import validation_spec
+    from scalinglab.phases.recipe import validation_spec
 
     cfg = _study_config(args.config)
     recipe = _read_json(args.recipe, "recipe")
@@ -225,8 +227,8 @@ def _validation_spec(args) -> None:
 
 
 def _validation_fit(args) -> None:
+    from scalinglab.phases.recipe import validate
     from scalinglab.plots import hparams as hparams_plots
-    from scalinglab.recipe import validate
 
     recipe = _read_json(args.recipe, "recipe")
     record = _read_json(args.run, "run record")

@@ -18,7 +18,7 @@ from scalinglab.errors import EXIT_USER_ERROR, UserError
 def _check_config(args) -> None:
     from scalinglab import phases
     from scalinglab.config import StudyConfig, from_dict
-    from scalinglab.corpus import validate_corpus
+    from scalinglab.data.corpus import validate_corpus
 
     cfg = from_dict(StudyConfig, merged_config(args.configs))
     lines = phases.summary(cfg)  # every phase of the registry plans itself
@@ -55,7 +55,7 @@ def _deep_update(base: dict, new: dict) -> None:
 
 def _prepare_corpus(args) -> None:
     from scalinglab.config import StudyConfig, from_dict
-    from scalinglab.corpus import prepare_corpus, validate_corpus
+    from scalinglab.data.corpus import prepare_corpus, validate_corpus
 
     cfg = from_dict(StudyConfig, _read_json(args.config))
     validate_corpus(cfg.corpus)
@@ -63,13 +63,13 @@ def _prepare_corpus(args) -> None:
 
 
 def _train_tokenizer(args) -> None:
-    from scalinglab.tokenizer import train_tokenizer
+    from scalinglab.data.tokenizer import train_tokenizer
 
     train_tokenizer(Path(args.corpus_dir) / "train.jsonl", args.vocab_size, Path(args.out))
 
 
 def _encode_corpus(args) -> None:
-    from scalinglab.tokenizer import encode_corpus
+    from scalinglab.data.tokenizer import encode_corpus
 
     encode_corpus(Path(args.tokenizer), Path(args.corpus_dir), Path(args.out_dir))
 
@@ -77,12 +77,12 @@ def _encode_corpus(args) -> None:
 def _plan_study(args) -> None:
     from scalinglab import atomic
     from scalinglab.config import StudyConfig, from_dict
-    from scalinglab.study import check_epochs, plan_isoflop
+    from scalinglab.phases.study import check_epochs, plan_isoflop
 
     cfg = from_dict(StudyConfig, _read_json(args.config))
     meta = _read_json(args.meta)
     table = check_epochs(cfg, plan_isoflop(cfg), int(meta["train_tokens"]))
-    from scalinglab.downstream import check_split
+    from scalinglab.training.downstream import check_split
 
     check_split(cfg.downstream, int(meta["val_tokens"]))  # before any branch trains
     atomic.write_text(args.out, table.to_csv(index=False))
@@ -91,7 +91,7 @@ def _plan_study(args) -> None:
 def _data_parallel(args) -> bool:
     """With `--processes K > 1` outside torchrun, re-run this verb as K torchrun workers (and
     never return); inside torchrun, or for one process, train here."""
-    from scalinglab import distributed
+    from scalinglab.training import distributed
 
     if args.processes < 1:
         raise UserError(f"--processes must be >= 1, got {args.processes}")

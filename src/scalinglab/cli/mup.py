@@ -61,7 +61,8 @@ def _coord_check(args) -> None:
 
 
 def _lr_transfer_plan(args) -> None:
-    from scalinglab import atomic, lr_transfer
+    from scalinglab import atomic
+    from scalinglab.phases import lr_transfer
 
     cfg = _study_config(args.config)
     table = lr_transfer.plan(cfg)
@@ -74,7 +75,8 @@ def _lr_transfer_plan(args) -> None:
 
 
 def _lr_transfer(args) -> None:
-    from scalinglab import atomic, lr_transfer
+    from scalinglab import atomic
+    from scalinglab.phases import lr_transfer
     from scalinglab.plots import mup as mup_plots
 
     runs = lr_transfer.read_runs(args.runs)

@@ -42,7 +42,8 @@ def _study_config(path: str):
 
 
 def _plan(args) -> None:
-    from scalinglab import atomic, study, variants
+    from scalinglab import atomic
+    from scalinglab.phases import study, variants
 
     cfg = _study_config(args.config)
     table = variants.plan(cfg)
@@ -62,7 +63,8 @@ def _plan(args) -> None:
 
 
 def _collect(args) -> None:
-    from scalinglab import atomic, variants
+    from scalinglab import atomic
+    from scalinglab.phases import variants
 
     runs, curves = variants.collect(args.stable, args.branches)
     atomic.write_text(args.runs_out, runs.to_csv(index=False))
@@ -70,7 +72,8 @@ def _collect(args) -> None:
 
 
 def _fit(args) -> None:
-    from scalinglab import atomic, variants
+    from scalinglab import atomic
+    from scalinglab.phases import variants
 
     result = variants.fit(_read_csv(args.runs), n_boot=args.bootstrap, seed=args.seed,
                           reference=args.reference)

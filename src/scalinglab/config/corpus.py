@@ -1,6 +1,6 @@
-"""The ``corpus`` section: which text the study trains on (`scalinglab.corpus` reads it).
+"""The ``corpus`` section: which text the study trains on (`scalinglab.data.corpus` reads it).
 
-`scalinglab.corpus.validate_corpus` checks these keys' values, with the files they name, before
+`scalinglab.data.corpus.validate_corpus` checks these keys' values, with the files they name, before
 anything runs (``own_check``): `from_dict` checks their types only.
 """
 

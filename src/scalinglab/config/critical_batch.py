@@ -1,4 +1,4 @@
-"""The ``critical_batch`` section: one model, several batch sizes (`scalinglab.critical_batch`)."""
+"""The ``critical_batch`` section: one model, several batch sizes (`phases.critical_batch`)."""
 
 from __future__ import annotations
 

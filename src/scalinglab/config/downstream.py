@@ -1,4 +1,4 @@
-"""The ``downstream`` section: the multiple-choice task from val.bin (`scalinglab.downstream`)."""
+"""The ``downstream`` section: the multiple-choice task from val.bin (`training.downstream`)."""
 
 from __future__ import annotations
 

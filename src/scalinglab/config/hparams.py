@@ -1,4 +1,4 @@
-"""The ``hparams`` section: the LR x batch sweep (`scalinglab.hparams`)."""
+"""The ``hparams`` section: the LR x batch sweep (`scalinglab.phases.hparams`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ``lr_transfer`` section: widths x LRs x parametrizations x seeds
-(`scalinglab.lr_transfer`)."""
+(`scalinglab.phases.lr_transfer`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class LrTransferConfig:
 
     def __post_init__(self) -> None:
         # checks within the section; those against other sections are in
-        # `scalinglab.lr_transfer.check_config`
+        # `scalinglab.phases.lr_transfer.check_config`
         check_unique_fields(self, "lr_transfer")
         if list(self.lrs) != sorted(self.lrs):
             raise UserError("lr_transfer.lrs: list the learning rates in ascending order")

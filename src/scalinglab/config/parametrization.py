@@ -1,5 +1,5 @@
 """The ``parametrization`` section: SP, muP or CompleteP and their width- and depth-independent
-settings (`scalinglab.parametrization` holds the rules).
+settings (`scalinglab.model.parametrization` holds the rules).
 
 `__post_init__` checks every key (``own_check``), so that a config built in code is checked as
 one read from YAML is.

@@ -64,38 +64,38 @@ class StudyConfig:
         "hardware, not study; the runtime and the processes (GPUs) of each training job")
     lr_transfer: LrTransferConfig = _section(
         LrTransferConfig,
-        "the learning-rate transfer phase (scalinglab.lr_transfer): widths x lrs x "
+        "the learning-rate transfer phase (scalinglab.phases.lr_transfer): widths x lrs x "
         "parametrizations x seeds, every run on the same token count; best LR per width and "
         "its slope against width")
     variants: VariantsConfig = _section(
         VariantsConfig,
-        "the variants phase (scalinglab.variants): every variant in `models` (an architecture, "
+        "the variants phase (phases.variants): every variant in `models` (an architecture, "
         "a parametrization, a peak LR) trains the ladder `sizes` on the budgets `budgets` like "
         "the base IsoFLOP phase; Method 1 and 2 laws per variant against active parameters, "
         "each frontier's loss-compute law, and a comparison with the reference variant")
     hparams: HparamsConfig = _section(
         HparamsConfig,
-        "the LR x batch sweep (scalinglab.hparams, DeepSeek LLM arXiv:2401.02954 Sec. 3.1): at "
+        "the LR x batch sweep (phases.hparams, DeepSeek LLM arXiv:2401.02954 Sec. 3.1): at "
         "each budget, the ladder size closest to `tokens_per_param` trains every (lr, batch); "
         "eta_opt(C), B_opt(C) and the same against N are fitted through the near-optimal runs")
     critical_batch: CriticalBatchConfig = _section(
         CriticalBatchConfig,
-        "the critical batch against loss (scalinglab.critical_batch, MiniCPM arXiv:2404.06395 "
+        "the critical batch against loss (phases.critical_batch, MiniCPM arXiv:2404.06395 "
         "Sec. 4.2): every batch size trains one model at a constant LR for the same number of "
         "steps; at each target loss the batch reaching it with the fewest tokens; "
         "bs_opt = k / L^gamma")
     wsd_vs_cosine: WsdVsCosineConfig = _section(
         WsdVsCosineConfig,
         "WSD with rewind-decay branches against cosine runs tuned to each budget "
-        "(scalinglab.wsd_vs_cosine; MiniCPM arXiv:2404.06395, Hägele et al. arXiv:2405.18392), "
+        "(phases.wsd_vs_cosine; MiniCPM arXiv:2404.06395, Hägele et al. arXiv:2405.18392), "
         "with decay-fraction and decay-shape ablations")
     validation: ValidationConfig = _section(
         ValidationConfig,
         "the recipe (results/recipe.json) and one validation run at compute_factor x the "
-        "largest budget any fit used, configured from the recipe (scalinglab.recipe)")
+        "largest budget any fit used, configured from the recipe (scalinglab.phases.recipe)")
     downstream: DownstreamConfig = _section(
         DownstreamConfig,
-        "downstream accuracy beyond loss (scalinglab.downstream, LLaMA 3 arXiv:2407.21783 Sec. "
+        "downstream accuracy beyond loss (training.downstream, LLaMA 3 arXiv:2407.21783 Sec. "
         "3.2.1): a multiple-choice continuation task built from val.bin, the IsoFLOP branches "
         "and the validation run scored on it, and a sigmoid from validation loss to accuracy "
         "that predicts the recipe's accuracy")

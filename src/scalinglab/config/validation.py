@@ -1,4 +1,4 @@
-"""The ``validation`` section: the recipe's run beyond every fitted budget (`scalinglab.recipe`)."""
+"""The ``validation`` section: the recipe's run beyond every fitted budget (`phases.recipe`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ``variants`` section: architectures trained and fitted like the base phase
-(`scalinglab.variants`)."""
+(`scalinglab.phases.variants`)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class VariantsConfig:
 
     def __post_init__(self) -> None:
         # checks within the section; those against other sections are in
-        # `scalinglab.variants.plan`
+        # `scalinglab.phases.variants.plan`
         if not PHASE_NAME_PATTERN.match(self.name):
             raise UserError(f"variants.name: {self.name!r} must be lower-case letters, digits "
                             "and _, starting with a letter")

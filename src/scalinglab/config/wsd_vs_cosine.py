@@ -1,5 +1,5 @@
 """The ``wsd_vs_cosine`` section: WSD branches against tuned cosine runs
-(`scalinglab.wsd_vs_cosine`)."""
+(`scalinglab.phases.wsd_vs_cosine`)."""
 
 from __future__ import annotations
 

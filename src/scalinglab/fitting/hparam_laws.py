@@ -15,7 +15,7 @@ The method of Step Law (Li et al., "Predictable Scale: Part I", arXiv:2503.04715
    counted as failed and left out.
 
 Pure functions on arrays (numpy, pandas); `fit sweep` is the whole `scalinglab fit hparams`,
-and the hparams phase (`scalinglab.hparams`) selects and fits with the same functions.
+and the hparams phase (`scalinglab.phases.hparams`) selects and fits with the same functions.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ the readout as an output layer (logits times 1/m); with a shared matrix the two 
 fight over one tensor. Untying costs vocab_size * n_embd parameters, which `flops.py` counts.
 
 This file never branches on the parametrization. The four multipliers in `GPTConfig` are the
-whole interface: `scalinglab.parametrization` computes them, initialises the weights and builds
+whole interface: `model.parametrization` computes them, initialises the weights and builds
 the optimizer groups from `GPT.parameter_kinds()`. `GPT.__init__` leaves torch's default init in
 place; call `parametrization.init_weights` before training.
 

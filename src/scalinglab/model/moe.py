@@ -29,7 +29,7 @@ Choices, and where they come from:
 - The aux loss of each MoE layer is left on the module as `aux_loss` after a forward pass; `GPT`
   averages it over layers (so that its coefficient does not grow with depth) and adds
   `moe_aux_coef * aux` (Switch's alpha = 1e-2 by default) to the training loss only.
-- The router is its own parameter kind, "router" (see `scalinglab.parametrization`).
+- The router is its own parameter kind, "router" (see `scalinglab.model.parametrization`).
 """
 
 from __future__ import annotations

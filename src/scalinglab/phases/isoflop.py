@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scalinglab import study
+from scalinglab.phases import study
 from scalinglab.phases.base import Phase
 
 FIGURES = [

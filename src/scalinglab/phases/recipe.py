@@ -1,18 +1,324 @@
-"""Prediction: the compute-optimal fit with its loss law, the recipe at the target compute, and
-the validation run trained there (`scalinglab.recipe`). The validation run's id and label are
-known before the recipe exists; a job writes its spec from the recipe, so the shape is chosen
-once the fits are in."""
+"""The recipe: from the fits to one concrete run at a new compute budget, and its check.
+
+Step 5 of the seed recipe (predict the final run, then check the prediction):
+
+1. `fit_compute_optimal` fits, on the IsoFLOP runs (`results/metrics/runs.csv`), Chinchilla
+   Method 2 (fitting.laws.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
+   compute-optimal model L_opt(C) = k_L C^e_L through the per-budget parabola minima (Kaplan et
+   al., arXiv:2001.08361, Sec. 6: L(C_min) is a power law in C). The bootstrap resamples runs
+   within each budget and refits all three laws together, so that any quantity at any compute
+   gets an interval from the same replicates; the replicates are stored in the JSON.
+2. `make_recipe` evaluates the laws at the target compute C: N, D, tokens per parameter, the
+   predicted loss with its 95% interval, a concrete (n_layer, n_embd, n_head) near N, and the
+   learning rate and batch (from `results/fits/hparams.json` when the LR x batch phase ran, else
+   the study's own `training.lr` / `batch_size`, under which the IsoFLOP runs were trained).
+3. The validation run trains that shape for C FLOPs (its tokens are C / its FLOPs per token)
+   under the study's schedule; `validate` compares its final loss with the prediction.
+With `downstream.enabled`, the recipe carries LLaMA 3's second step too (arXiv:2407.21783,
+Sec. 3.2.1): the predicted loss through the sigmoid of `results/fits/downstream.json`
+(training.downstream) gives a predicted accuracy, which `validate` checks against the run's.
+
+The shape: heads of the width d_head of the ladder's largest size, and among the shapes whose N is
+within 10% of the target, the one whose width/depth ratio is closest to that size's (the closest
+N when none is within 10%).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from scalinglab import recipe
+from scalinglab.config import SizeConfig, StudyConfig, from_dict
+from scalinglab.errors import UserError
+from scalinglab.model.flops import model_counts
+from scalinglab.phases import runs as phase_runs
+from scalinglab.phases import study
 from scalinglab.phases.base import Phase, TrainingGroup
+from scalinglab.training import downstream
+
+PHASE = "validation"
+SERIES_PREFIX = "val"
+N_TOLERANCE = 0.10
+
+# Tokens per parameter of published compute-optimal or production recipes (issue 6, item 6).
+PUBLISHED_TOKENS_PER_PARAM = (
+    {"name": "Chinchilla", "tokens_per_param": 20.0,
+     "source": "Hoffmann et al., arXiv:2203.15556, Table 3 (70B on 1.4T tokens)"},
+    {"name": "LLaMA 3", "tokens_per_param": 39.0,
+     "source": "Llama Team, arXiv:2407.21783, Sec. 3.2.1 (405B on 15.6T tokens, 3.8e25 FLOPs)"},
+    {"name": "MiniCPM", "tokens_per_param": 192.0,
+     "source": "Hu et al., arXiv:2404.06395, Sec. 4.5"},
+)
+SAMPLE_NAMES = ("k_n", "a", "k_d", "b", "k_L", "e_L")
 
 
+# -- 1. the compute-optimal fit with its loss law ------------------------------------------------
+def _laws_of(C, N, loss, D) -> tuple:
+    from scalinglab.fitting import laws
+
+    fit = laws.fit_isoflop(C, N, loss, D)
+    k_l, e_l = laws.loglog_fit([b.C for b in fit.budgets], [b.loss_opt for b in fit.budgets])
+    return fit, (fit.k_n, fit.a, fit.k_d, fit.b, k_l, e_l)
+
+
+def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.ndarray:
+    """(n_ok, 6) replicates of (k_n, a, k_d, b, k_L, e_L): runs resampled within each budget,
+    every law refitted; a replicate left with fewer than 2 usable budgets is dropped."""
+    from scalinglab.fitting import laws
+
+    C, N, loss, D = (np.asarray(v, float) for v in (C, N, loss, D))
+    _, labels = laws.budget_labels(C)
+    groups = [np.flatnonzero(labels == k) for k in range(labels.max() + 1)]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
+        try:
+            rows.append(_laws_of(C[idx], N[idx], loss[idx], D[idx])[1])
+        except laws.FitError:
+            continue
+    return np.array(rows, float).reshape(-1, len(SAMPLE_NAMES))
+
+
+def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
+                        seed: int = 0) -> dict:
+    """The content of `results/fits/compute_optimal.json` from the IsoFLOP runs table."""
+    from scalinglab.fitting import laws
+
+    for col in ("C", "N", "D", "loss"):
+        if col not in runs.columns:
+            raise UserError(f"runs table: no column {col!r}")
+    runs = runs[np.isfinite(runs["loss"].astype(float))]
+    C, N, loss, D = (runs[c].to_numpy(float) for c in ("C", "N", "loss", "D"))
+    try:
+        fit, point = _laws_of(C, N, loss, D)
+    except laws.FitError as err:
+        raise UserError(f"compute-optimal fit: {err}") from err
+    samples = bootstrap_compute_optimal(C, N, loss, D, n_boot=n_boot, seed=seed)
+    ci = {name: [float(v) for v in np.percentile(samples[:, i], [2.5, 97.5])]
+          for i, name in enumerate(SAMPLE_NAMES)} if len(samples) else None
+    top = max(b.C for b in fit.budgets)
+    return {
+        "method": "isoflop (Chinchilla Method 2) + L_opt(C) power law",
+        "laws": {"N_opt": "k_n * C^a", "D_opt": "k_d * C^b", "L_opt": "k_L * C^e_L"},
+        **dict(zip(SAMPLE_NAMES, map(float, point), strict=True)),
+        "ci": ci,
+        "budgets": [{"C": b.C, "N_opt": b.N_opt, "D_opt": b.D_opt, "loss_opt": b.loss_opt,
+                     "tokens_per_param": b.tokens_per_param, "n_points": b.n_points,
+                     "inside_range": b.inside_range} for b in fit.budgets],
+        "dropped": [{"C": d.C, "n_points": d.n_points, "reason": d.reason} for d in fit.dropped],
+        "largest_budget": top,
+        "tokens_per_param": {
+            "per_budget": {f"{b.C:.4g}": b.tokens_per_param for b in fit.budgets},
+            "at_largest_budget": float(fit.tokens_per_param(top)),
+            "published": list(PUBLISHED_TOKENS_PER_PARAM),
+        },
+        "points": runs[["C", "N", "D", "loss"]].to_dict(orient="records"),
+        "bootstrap": {"n": n_boot, "seed": seed, "n_failed": n_boot - len(samples),
+                      "level": 0.95, "names": list(SAMPLE_NAMES),
+                      "samples": [[float(f"{v:.7g}") for v in row] for row in samples]},
+        "study": study,
+    }
+
+
+# -- 2. the recipe at a compute C ----------------------------------------------------------------
+def _study_config(study: dict):
+    return from_dict(StudyConfig, study)
+
+
+def _counts(cfg, size):
+    return model_counts(study.gpt_config(cfg, size), cfg.flops.convention)
+
+
+def choose_shape(cfg, n_target: float, *, max_layers: int = 64, max_heads: int = 64):
+    """A (n_layer, n_embd, n_head) near `n_target` non-embedding parameters, in the family of the
+    ladder's largest size: its head width d_head (another of the ladder's when none is within
+    N_TOLERANCE) and, among the shapes within tolerance, its width/depth ratio."""
+    ladder = sorted(cfg.model.sizes, key=lambda s: _counts(cfg, s).N)
+    # muP is defined from its base width up: a narrower shape would not build
+    min_width = cfg.parametrization.base_width if cfg.parametrization.name == "mup" else 1
+    ref = ladder[-1]
+    ref_head, aspect = ref.n_embd // ref.n_head, ref.n_embd / ref.n_layer
+    best, best_key = None, None
+    for d_head in sorted({s.n_embd // s.n_head for s in ladder}):
+        for n_layer in range(1, max_layers + 1):
+            for n_head in range(1, max_heads + 1):
+                size = SizeConfig(n_layer, n_head * d_head, n_head)
+                if size.n_embd < min_width:
+                    continue
+                n = _counts(cfg, size).N
+                if n > 2 * n_target and n_head > 1:
+                    break  # N only grows with the width from here
+                miss = abs(math.log(n / n_target))
+                shape_miss = abs(math.log(size.n_embd / n_layer / aspect))
+                if miss <= math.log1p(N_TOLERANCE):
+                    key = (0, d_head != ref_head, shape_miss, miss)
+                else:
+                    key = (1, miss, d_head != ref_head, shape_miss)
+                if best_key is None or key < best_key:
+                    best, best_key = size, key
+    return best
+
+
+def _from_samples(samples: np.ndarray, fn) -> list[float]:
+    if len(samples) == 0:
+        return [float("nan"), float("nan")]
+    values = fn(*(samples[:, i] for i in range(samples.shape[1])))
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
+                downstream_fit: dict | None = None) -> dict:
+    """The content of `results/recipe.json` at `compute` FLOPs; with `downstream_fit` (the
+    sigmoid of `results/fits/downstream.json`) also the accuracy predicted from the loss."""
+    from scalinglab.phases.hparams import law_at
+
+    cfg = _study_config(compute_fit["study"])
+    block = cfg.model.block_size
+    smallest = min(cfg.model.sizes, key=lambda s: _counts(cfg, s).flops_per_token)
+    one_step = _counts(cfg, smallest).flops_per_token * study.batch_tokens(cfg)
+    if not compute >= one_step:
+        raise UserError(f"--compute {compute:.3g}: below one optimizer step of the smallest model "
+                        f"({study.size_label(smallest)}: {one_step:.3g} FLOPs)")
+    f = compute_fit
+    C = float(compute)
+    s = np.asarray(f["bootstrap"]["samples"], float).reshape(-1, len(SAMPLE_NAMES))
+    n_opt, d_opt = f["k_n"] * C ** f["a"], f["k_d"] * C ** f["b"]
+    loss = f["k_L"] * C ** f["e_L"]
+    shape = choose_shape(cfg, n_opt)
+    counts = _counts(cfg, shape)
+    if hparams_fit is None:
+        lr = {"value": cfg.training.lr, "ci": None, "source": "study config training.lr"}
+        batch = {"value": float(study.batch_tokens(cfg)), "ci": None,
+                 "source": "study config training.batch_size"}
+    else:
+        lr = {**law_at(hparams_fit["laws"]["lr_vs_C"], C), "source": "hparams.json lr_vs_C"}
+        batch = {**law_at(hparams_fit["laws"]["batch_vs_C"], C),
+                 "source": "hparams.json batch_vs_C"}
+        if not (math.isfinite(lr["value"]) and math.isfinite(batch["value"])):
+            raise UserError("hparams.json: the LR or batch law has no fit "
+                            f"({lr.get('error') or batch.get('error')})")
+    batch_size = max(1, round(batch["value"] / block))
+    tokens = C / counts.flops_per_token
+    steps = max(1, round(tokens / (batch_size * block)))
+    return {
+        "compute": C,
+        "extrapolation": C / f["largest_budget"],
+        "N": n_opt, "N_ci": _from_samples(s, lambda kn, a, kd, b, kl, el: kn * C**a),
+        "D": d_opt, "D_ci": _from_samples(s, lambda kn, a, kd, b, kl, el: kd * C**b),
+        "tokens_per_param": d_opt / n_opt,
+        "tokens_per_param_ci": _from_samples(
+            s, lambda kn, a, kd, b, kl, el: kd * C**b / (kn * C**a)),
+        "predicted_loss": loss,
+        "predicted_loss_ci": _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el),
+        "loss_law": f"L_opt = {f['k_L']:.5g} * C^{f['e_L']:.5g}",
+        "shape": {"n_layer": shape.n_layer, "n_embd": shape.n_embd, "n_head": shape.n_head,
+                  "N": counts.N, "N_total": counts.N_total,
+                  "flops_per_token": counts.flops_per_token,
+                  "tokens": steps * batch_size * block, "tokens_per_param": tokens / counts.N},
+        "lr": lr["value"], "lr_ci": lr["ci"], "lr_source": lr["source"],
+        "batch_tokens": batch_size * block, "batch_tokens_law": batch["value"],
+        "batch_ci": batch["ci"], "batch_source": batch["source"], "batch_size": batch_size,
+        "steps": steps,
+        "schedule": study.schedule_name(cfg),
+        "interval_level": 0.95,
+        # LLaMA 3's two steps chained: compute -> loss (above) -> accuracy (the sigmoid)
+        **({} if downstream_fit is None else downstream.recipe_prediction(
+            downstream_fit, loss, _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el))),
+    }
+
+
+# -- 3. the validation run ------------------------------------------------------------------------
+def fitted_budgets(cfg) -> list[float]:
+    """Every budget the recipe's fits used: the IsoFLOP grid, and the LR x batch sweep when on."""
+    budgets = list(cfg.isoflop.budgets)
+    if cfg.hparams.enabled:
+        budgets += list(cfg.hparams.budgets)
+    return budgets
+
+
+def validation_compute(cfg) -> float:
+    return cfg.validation.compute_factor * max(fitted_budgets(cfg))
+
+
+def validation_ids(cfg) -> tuple[str, str]:
+    """(series id, label) of the validation run, known before the recipe exists."""
+    label = study.budget_label(validation_compute(cfg))
+    return f"{SERIES_PREFIX}-{label}", label
+
+
+@dataclass(frozen=True)
+class RecipeFiles:
+    """Input functions of the recipe's rules (workflow/rules/recipe.smk)."""
+
+    cfg: object
+
+    def inputs(self, wildcards=None) -> dict:
+        """The fits `plan` reads: hparams.json only when the LR x batch phase ran, downstream.json
+        only when the runs were scored on the downstream task."""
+        fits = {"compute_optimal": "results/fits/compute_optimal.json"}
+        if self.cfg.hparams.enabled:
+            fits["hparams"] = "results/fits/hparams.json"
+        if self.cfg.downstream.enabled:
+            fits["downstream"] = "results/fits/downstream.json"
+        return fits
+
+
+def validation_spec(cfg, recipe: dict, train_tokens: int | None = None) -> dict:
+    """The spec of the validation run: the recipe's shape, LR, batch and compute."""
+    shape = recipe["shape"]
+    size = SizeConfig(shape["n_layer"], shape["n_embd"], shape["n_head"])
+    steps = int(recipe["steps"])
+    run_cfg = phase_runs.run_config(cfg, size=size, lr=float(recipe["lr"]),
+                                    batch_size=int(recipe["batch_size"]),
+                                    eval_every=max(1, steps // 10))
+    sid, label = validation_ids(cfg)
+    key = "validation.compute_factor"
+    if run_cfg.schedule.kind == "cosine":
+        start = 0
+    else:
+        start = phase_runs.wsd_decay_start(run_cfg, steps, key, f"{sid}_{label}")
+    row = phase_runs.branch_row(run_cfg, phase=PHASE, series_id=sid, label=label, size=size,
+                                steps=steps, decay_start=start, C=float(recipe["compute"]))
+    if train_tokens and row["D"] / train_tokens > cfg.isoflop.max_epochs:
+        raise UserError(f"{key}: the validation run needs {row['D']:,} tokens = "
+                        f"{row['D'] / train_tokens:.1f} epochs of the {train_tokens:,} training "
+                        f"tokens (limit isoflop.max_epochs={cfg.isoflop.max_epochs:g})")
+    return study.series_spec(run_cfg, phase_runs.finish([row]), sid)
+
+
+def validate(recipe: dict, record: dict) -> dict:
+    """The content of `results/fits/validation.json`: prediction against the run's loss."""
+    actual = record.get("final_val_loss")
+    actual = float("nan") if actual is None else float(actual)
+    predicted = float(recipe["predicted_loss"])
+    low, high = recipe["predicted_loss_ci"]
+    spec = record["spec"]
+    return {
+        "compute": recipe["compute"],
+        "extrapolation": recipe["extrapolation"],
+        "predicted_loss": predicted,
+        "predicted_loss_ci": [low, high],
+        "interval_level": recipe["interval_level"],
+        "actual_loss": actual,
+        "relative_error": (actual - predicted) / predicted,
+        "abs_relative_error": abs(actual - predicted) / predicted,
+        "inside_interval": bool(low <= actual <= high),
+        "run_id": record["run_id"],
+        "N": spec["N"], "N_recipe": recipe["N"], "D": record["D"],
+        "shape": {k: spec["model"][k] for k in ("n_layer", "n_embd", "n_head")},
+        "lr": spec["training"]["lr"],
+        "batch_tokens": spec["training"]["batch_size"] * spec["model"]["block_size"],
+        "wall_seconds": record.get("wall_seconds"),
+        "device": record.get("device"),
+        **downstream.validation_check(recipe, record),
+    }
+
+
+# -- the phase, on the shared abstraction (scalinglab.phases.base) ----------------------------
 @dataclass(frozen=True)
 class Recipe(Phase):
     name: str = "recipe"
@@ -23,11 +329,11 @@ class Recipe(Phase):
 
 @dataclass(frozen=True)
 class Validation(Phase):
-    name: str = recipe.PHASE
+    name: str = PHASE
     section: str = "validation"
 
     def groups(self, cfg):
-        series, label = recipe.validation_ids(cfg)
+        series, label = validation_ids(cfg)
         table = pd.DataFrame([{"series_id": series, "label": label, "reason": ""}])
         # the last training job of the study: it can have both cores of a small machine
         return [TrainingGroup(self.name, f"results/runs/{self.name}",
@@ -41,7 +347,7 @@ class Validation(Phase):
     def summary(self, cfg):
         if not self.enabled(cfg):
             return []
-        return [f"validation: one run at {recipe.validation_compute(cfg):.3g} FLOPs "
+        return [f"validation: one run at {validation_compute(cfg):.3g} FLOPs "
                 f"({cfg.validation.compute_factor:g}x the largest fitted budget)"]
 
 

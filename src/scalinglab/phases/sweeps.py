@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from scalinglab import critical_batch, hparams, phase_runs, wsd_vs_cosine
+from scalinglab.phases import critical_batch, hparams, wsd_vs_cosine
+from scalinglab.phases import runs as phase_runs
 from scalinglab.phases.base import Phase
 
 SWEEP_PLAN = "results/hparams/plan.csv"

@@ -165,8 +165,8 @@ def draw(figure: str, args) -> None:
 
 def downstream(fit: dict, out: str) -> None:
     """Downstream accuracy against final validation loss: the runs, the fitted sigmoid with its
-    bootstrap 95% band, and the chance line (scalinglab.downstream)."""
-    from scalinglab.downstream import sigmoid
+    bootstrap 95% band, and the chance line (scalinglab.training.downstream)."""
+    from scalinglab.training.downstream import sigmoid
 
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7.5, 5))

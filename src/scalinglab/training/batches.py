@@ -25,7 +25,7 @@ def _require_positive(name: str, value: int) -> None:
 
 
 class TokenData:
-    """A read-only memory map of one ``.bin`` file written by `scalinglab.tokenizer`."""
+    """A read-only memory map of one ``.bin`` file written by `scalinglab.data.tokenizer`."""
 
     def __init__(self, bin_path: Path, dtype: str, block_size: int):
         self.path = Path(bin_path)

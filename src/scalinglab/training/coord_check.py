@@ -39,7 +39,7 @@ import torch
 
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, GPTConfig
-from scalinglab.parametrization import (
+from scalinglab.model.parametrization import (
     ParametrizationConfig,
     init_weights,
     model_multipliers,

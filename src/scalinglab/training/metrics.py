@@ -58,7 +58,7 @@ def run_row(record: dict) -> dict:
         "batch_size": spec["training"]["batch_size"],
         "steps": record["steps"],
         "wall_seconds": record["wall_seconds"],
-        # the downstream accuracy (scalinglab.downstream): NaN when off, absent or diverged
+        # the downstream accuracy (scalinglab.training.downstream): NaN when off, absent or diverged
         "accuracy": _number(None if diverged else record.get("final_accuracy")),
         "chance": _number(record.get("accuracy_chance")),
     }

@@ -17,7 +17,7 @@ A run whose loss blows up (`training.divergence`) stops early and still writes e
 marked `diverged`; the stable run marks the branch points it did not reach, and their decay
 branches finish at once as diverged, so the workflow completes and the fits leave them out.
 
-Under torchrun the same loop runs data parallel (`scalinglab.distributed`): each process trains on
+Under torchrun the same loop runs data parallel (`training.distributed`): each process trains on
 its rows of the global batch, the processes agree on losses and on stopping, and rank 0 alone
 writes the outputs and checkpoints, which are those of a single process.
 """
@@ -37,13 +37,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalinglab import atomic, distributed, downstream
-from scalinglab.distributed import World
+from scalinglab import atomic
 from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, GPTConfig
-from scalinglab.parametrization import ParametrizationConfig, init_weights, param_groups
-from scalinglab.training import checkpoint, divergence, provenance
+from scalinglab.model.parametrization import ParametrizationConfig, init_weights, param_groups
+from scalinglab.training import checkpoint, distributed, divergence, downstream, provenance
 from scalinglab.training.batches import TokenData
+from scalinglab.training.distributed import World
 from scalinglab.training.live import LiveLog
 from scalinglab.training.schedule import Schedule
 
@@ -379,7 +379,7 @@ def _live_log(trainer: Trainer, out_dir: Path, name: str) -> LiveLog | None:
 
 
 def _downstream_task(trainer: Trainer) -> downstream.Task | None:
-    """The downstream task of the spec (`scalinglab.downstream`), or None when the spec has it
+    """The downstream task of the spec (`training.downstream`), or None when the spec has it
     off (or, made before it existed, has no `downstream` key)."""
     cfg = downstream.DownstreamConfig(**trainer.spec.get("downstream", {}))
     if not cfg.enabled:

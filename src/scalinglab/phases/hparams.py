@@ -34,10 +34,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs, study
 from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
+from scalinglab.phases import runs as phase_runs
+from scalinglab.phases import study
 
 PHASE = "hparams"
 SERIES_PREFIX = "hp"
@@ -124,7 +125,7 @@ def read_runs(run_jsons) -> pd.DataFrame:
     import json
     from pathlib import Path
 
-    from scalinglab.lr_transfer import is_diverged
+    from scalinglab.phases.lr_transfer import is_diverged
 
     rows = []
     for path in run_jsons:

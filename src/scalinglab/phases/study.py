@@ -18,11 +18,11 @@ import math
 import pandas as pd
 
 from scalinglab.config import SizeConfig, StudyConfig, to_dict
+from scalinglab.data.tokenizer import check_vocab_size
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.model.gpt import GPTConfig
-from scalinglab.parametrization import model_multipliers
-from scalinglab.tokenizer import check_vocab_size
+from scalinglab.model.parametrization import model_multipliers
 from scalinglab.training.schedule import decay_start_step
 
 ISOFLOP_PHASE = "isoflop"

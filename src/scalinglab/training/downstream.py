@@ -2,7 +2,7 @@
 from validation loss to accuracy (LLaMA 3, arXiv:2407.21783, Sec. 3.2.1, second step).
 
 LLaMA 3 predicts a benchmark score in two steps: compute -> negative log-likelihood (the
-compute-optimal loss law of `scalinglab.recipe`), then that loss -> accuracy through a sigmoid
+compute-optimal loss law of `phases.recipe`), then that loss -> accuracy through a sigmoid
 fitted on the ladder's runs. Here the benchmark is one the corpus itself allows, offline:
 
 The task (HellaSwag-like, built from `val.bin`, so no run has trained on it): `items` spans of
@@ -206,7 +206,7 @@ def predict_interval(fit: dict, loss_interval) -> list[float]:
     return [float(np.percentile(at[0], 2.5)), float(np.percentile(at[1], 97.5))]
 
 
-# -- the recipe's prediction and its check (scalinglab.recipe) ------------------------------------
+# -- the recipe's prediction and its check (phases.recipe) ------------------------------------
 def recipe_prediction(fit: dict, loss: float, loss_ci) -> dict:
     """The recipe's accuracy at its predicted loss, with the interval of `predict_interval`."""
     finite = all(math.isfinite(v) for v in loss_ci)

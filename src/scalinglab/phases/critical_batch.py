@@ -41,9 +41,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs, study
 from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
+from scalinglab.phases import runs as phase_runs
+from scalinglab.phases import study
 
 PHASE = "critical_batch"
 SERIES_PREFIX = "cb"
@@ -203,7 +204,7 @@ def auto_losses(curves: pd.DataFrame, n: int, steps_budget: int) -> list[float]:
 def analyse(curves: pd.DataFrame, losses, *, steps_budget: int, n_losses: int = 6,
             n_boot: int = 1000, seed: int = 0) -> dict:
     """The content of `results/fits/critical_batch.json`."""
-    from scalinglab.hparams import fit_law
+    from scalinglab.phases.hparams import fit_law
 
     targets = list(losses) or auto_losses(curves, n_losses, steps_budget)
     batches = sorted(curves["batch_tokens"].unique())

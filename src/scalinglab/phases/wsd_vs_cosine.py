@@ -27,10 +27,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from scalinglab import phase_runs, study
 from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
+from scalinglab.phases import runs as phase_runs
+from scalinglab.phases import study
 
 PHASE = "wsd_vs_cosine"
 WSD_PREFIX = "wvc-wsd"

@@ -3,22 +3,20 @@
 Every phase here trains through the spine's `train-stable` / `decay-branch` verbs, so its runs are
 rows in the column layout of `study.plan_isoflop` (one row per decay branch, grouped into series
 by `series_id`), and `study.series_spec` turns a series into the spec file those verbs read. This
-module holds what the phases share: the per-run view of the study config, one branch row, and
-the input/params/resource functions their Snakemake rules call (`PhaseFiles`), so that the rule
-files hold rules only. The phases' config sections are in `scalinglab.config`.
+module holds what the phases share: the per-run view of the study config, one branch row, a
+table's FLOPs. What the rules ask of a phase is its `phases.base.TrainingGroup`s; the phases'
+config sections are in `scalinglab.config`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pandas as pd
 
-from scalinglab import study
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
+from scalinglab.phases import study
 from scalinglab.training.schedule import decay_start_step
 
 
@@ -97,11 +95,6 @@ def steps_for(budget: float, flops_per_token: float, batch_tokens: int) -> int:
     return round(budget / (flops_per_token * batch_tokens))
 
 
-def one_of(values) -> str:
-    """A wildcard constraint matching exactly these ids (never matches when empty)."""
-    values = list(values)
-    return "|".join(re.escape(v) for v in values) if values else "(?!x)x"
-
 
 def series_flops(table: pd.DataFrame, sid: str) -> float:
     rows = table[table["series_id"] == sid]
@@ -118,59 +111,3 @@ def phase_flops(table: pd.DataFrame) -> dict:
     decays = ((trained["steps"] - trained["decay_start"]) * trained["batch_tokens"]
               * trained["flops_per_token"]).sum()
     return {"stable": float(stable), "branches": float(decays), "total": float(stable + decays)}
-
-
-@dataclass(frozen=True)
-class PhaseFiles:
-    """What the rules of one phase ask: ids, labels, specs and run files (their resources come
-    from scalinglab.training.resources).
-
-    `specs` maps series id -> spec dict (written by a local rule from params, so an edited config
-    reruns exactly the runs whose spec changed).
-    """
-
-    table: pd.DataFrame
-    specs: dict
-    runs_dir: str
-    series_wildcard: str = "series"
-    label_wildcard: str = "label"
-
-    @classmethod
-    def build(cls, cfg, table: pd.DataFrame, spec_fn, runs_dir: str, **options) -> PhaseFiles:
-        """The phase's files with the spec of every trained series from `spec_fn(cfg, table,
-        series_id)`."""
-        files = cls(table, {}, runs_dir, **options)
-        return replace(files, specs={sid: spec_fn(cfg, table, sid) for sid in files.series})
-
-    def where(self, column: str, value, **options) -> PhaseFiles:
-        """The same phase restricted to the rows where `column` == `value` (specs kept), e.g.
-        one kind of series with its own wildcard names."""
-        table = self.table[self.table[column] == value] if len(self.table) else self.table
-        return replace(self, table=table, **options)
-
-    @property
-    def series(self) -> list[str]:
-        if self.table.empty:
-            return []
-        return sorted(self.table[self.table["reason"] == ""]["series_id"].unique())
-
-    @property
-    def labels(self) -> list[str]:
-        return [] if self.table.empty else list(dict.fromkeys(self.table["label"]))
-
-    @property
-    def trained(self) -> pd.DataFrame:
-        return self.table if self.table.empty else self.table[self.table["reason"] == ""]
-
-    def spec(self, wildcards) -> dict:
-        return self.specs[wildcards[self.series_wildcard]]
-
-    def spec_json(self, wildcards) -> str:
-        return json.dumps(self.spec(wildcards), sort_keys=True)
-
-    def branch_run_jsons(self, wildcards=None) -> list[str]:
-        return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
-                for row in self.trained.itertuples()]
-
-    def stable_run_jsons(self, wildcards=None) -> list[str]:
-        return [f"{self.runs_dir}/{sid}/stable/run.json" for sid in self.series]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from scalinglab.atomic import atomic_path, write_json
 from scalinglab.config.tokenizer import EOT, MIN_VOCAB, SPECIAL_TOKENS
-from scalinglab.corpus import read_documents
+from scalinglab.data.corpus import read_documents
 from scalinglab.errors import UserError
 
 # Below 2**32, as the study check has it (a uint32 file could hold one more id; no one needs it).
