@@ -18,7 +18,7 @@ from helpers import (
     one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
     write_token_dir,
 )
-from scalinglab.cli import main as cli
+from scalinglab import cli
 from scalinglab.errors import UserError
 from scalinglab.parametrization import ParametrizationConfig
 from scalinglab.training.coord_check import (

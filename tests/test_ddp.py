@@ -15,8 +15,7 @@ import torch
 
 import scalinglab
 from helpers import REPO, read_metrics, tiny_spec, write_spec, write_token_dir
-from scalinglab import distributed
-from scalinglab.cli import main as cli
+from scalinglab import cli, distributed
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.training import checkpoint
