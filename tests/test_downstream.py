@@ -26,8 +26,8 @@ from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.downstream import DownstreamConfig
 from scalinglab.errors import UserError
+from scalinglab.training import jobs as train
 from scalinglab.training import metrics
-from scalinglab.training import trainer as train
 from scalinglab.training.schedule import Schedule
 
 SMALL = DownstreamConfig(enabled=True, items=12, context_tokens=5, continuation_tokens=3,

@@ -16,7 +16,7 @@ from helpers import REPO, job_counts, snakemake
 from scalinglab import variants
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.training.trainer import build_model, build_optimizer
+from scalinglab.training.spec import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},
         "model": {"block_size": 32, "sizes": [{"n_layer": 1, "n_embd": 8, "n_head": 1}]},

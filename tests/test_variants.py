@@ -19,7 +19,7 @@ from scalinglab.config import StudyConfig, from_dict
 from scalinglab.model.flops import ModelCounts, model_counts
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.model.moe import MoEMLP
-from scalinglab.training.trainer import build_model
+from scalinglab.training.spec import build_model
 
 SECTION = {
     "enabled": True,
