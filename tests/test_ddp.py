@@ -18,8 +18,8 @@ from helpers import REPO, read_metrics, tiny_spec, write_spec, write_token_dir
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
-from scalinglab.training import checkpoint, distributed
-from scalinglab.training import trainer as train
+from scalinglab.training import checkpoint, distributed, jobs
+from scalinglab.training.trainer import EXIT_PREEMPTED
 
 # float sums in another order (two half-batch means, then DDP's all-reduce) move the losses by
 # about 1e-7 relative; Adam carries that over 24 steps to well under 1e-4
@@ -66,7 +66,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     spec = tiny_spec(stable_steps=24)
     assert spec["training"]["batch_size"] % 2 == 0
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "one")
+    jobs.train_stable(spec_path, tokens, tmp_path / "one")
 
     args = ["train-stable", "--spec", spec_path, "--data-dir", tokens,
             "--out-dir", tmp_path / "two", "--threads", "2", "--processes", "2"]
@@ -118,8 +118,8 @@ def test_a_stop_signal_on_another_rank_stops_this_one_too(tmp_path, monkeypatch)
 
     monkeypatch.setattr(distributed.World, "any", any_rank)
     with pytest.raises(SystemExit) as exit_info:
-        train.train_stable(spec_path, tokens, tmp_path / "run")
-    assert exit_info.value.code == train.EXIT_PREEMPTED
+        jobs.train_stable(spec_path, tokens, tmp_path / "run")
+    assert exit_info.value.code == EXIT_PREEMPTED
     assert not any(calls)  # no signal reached this process
     assert torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["step"] == 7
 

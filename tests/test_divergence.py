@@ -21,8 +21,8 @@ from helpers import (
 from scalinglab.errors import UserError
 from scalinglab.phases import lr_transfer
 from scalinglab.plots import study as plots
-from scalinglab.training import divergence, metrics
-from scalinglab.training import trainer as train
+from scalinglab.training import checkpoint, divergence, jobs, metrics
+from scalinglab.training.trainer import Trainer
 
 LN64 = math.log(64)  # tiny_spec's vocabulary
 BRANCHES = ((4, 6, "C0"), (16, 20, "C1"), (24, 30, "C2"))
@@ -41,11 +41,11 @@ def _record(path) -> dict:
 def _train_series(spec, tokens, tmp_path) -> dict:
     """Stable run and every decay branch, as the workflow runs them; run.json by label."""
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     records = {"stable": _record(tmp_path / "stable" / "run.json")}
     for _, _, label in BRANCHES:
-        train.decay_branch(spec_path, label, tmp_path / "stable" / f"branch-{label}.pt", tokens,
-                           tmp_path / label)
+        jobs.decay_branch(spec_path, label, tmp_path / "stable" / f"branch-{label}.pt", tokens,
+                          tmp_path / label)
         records[label] = _record(tmp_path / label / "run.json")
     return records
 
@@ -53,13 +53,13 @@ def _train_series(spec, tokens, tmp_path) -> dict:
 def _nan_from_step(monkeypatch, first_bad_step: int) -> None:
     """The loss of every step from `first_bad_step` on reads NaN (the weights stay healthy: only
     the loop's reading of the loss is under test)."""
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def step(self, factor):
         loss = real_step(self, factor)
         return loss * float("nan") if self.step >= first_bad_step else loss
 
-    monkeypatch.setattr(train.Trainer, "train_step", step)
+    monkeypatch.setattr(Trainer, "train_step", step)
 
 
 # -- the rule --------------------------------------------------------------------------------------
@@ -83,9 +83,9 @@ def test_rule_on_exact_values():
 def test_healthy_run_is_marked_not_diverged(tokens, tmp_path):
     spec = tiny_spec(stable_steps=8, branches=((8, 10, "C1"),))
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
-    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "C1")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                      tmp_path / "C1")
     for folder in ("stable", "C1"):
         record = _record(tmp_path / folder / "run.json")
         assert record["diverged"] is False and record["diverged_step"] is None
@@ -153,21 +153,21 @@ def test_blow_up_between_evals_is_caught_at_the_next_check(tokens, tmp_path, mon
     spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"),))
     spec["training"]["eval_every"] = 100  # only the branch point and the end would evaluate
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     rows = read_metrics(tmp_path / "stable" / "metrics.jsonl")
     assert [(row["step"], row["diverged"]) for row in rows] == [(10, True)]  # not step 16
-    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "C1")
+    jobs.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                      tmp_path / "C1")
     assert _record(tmp_path / "C1" / "run.json")["diverged_step"] == 10
 
 
 def test_decay_branch_that_diverges_on_its_own_stops_early(tokens, tmp_path, monkeypatch):
     spec = tiny_spec(stable_steps=16, branches=((16, 28, "C1"),))
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     _nan_from_step(monkeypatch, 18)
-    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "C1")
+    jobs.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                      tmp_path / "C1")
     record = _record(tmp_path / "C1" / "run.json")
     assert record["diverged"] is True and record["diverged_step"] == 20
     assert record["steps"] == 20 and record["final_val_loss"] is None
@@ -175,11 +175,11 @@ def test_decay_branch_that_diverges_on_its_own_stops_early(tokens, tmp_path, mon
 
 def test_a_divergence_mark_from_another_spec_is_refused(tokens, tmp_path):
     spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"),))
-    train.checkpoint.save_diverged(tmp_path / "mark.pt", spec=spec, step=8,
-                                   reason="train loss is nan", metrics=[])
+    checkpoint.save_diverged(tmp_path / "mark.pt", spec=spec, step=8,
+                             reason="train loss is nan", metrics=[])
     other = dict(spec, training=dict(spec["training"], lr=5e-3))
     with pytest.raises(UserError, match="different spec"):
-        train.Trainer(other, tokens, torch.device("cpu")).load(tmp_path / "mark.pt")
+        Trainer(other, tokens, torch.device("cpu")).load(tmp_path / "mark.pt")
 
 
 # -- the fits and figures --------------------------------------------------------------------------

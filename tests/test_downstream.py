@@ -26,7 +26,7 @@ from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.phases import recipe
 from scalinglab.training import downstream, metrics
-from scalinglab.training import trainer as train
+from scalinglab.training import jobs as train
 from scalinglab.training.downstream import DownstreamConfig
 from scalinglab.training.schedule import Schedule
 

@@ -14,8 +14,9 @@ import torch
 from helpers import one_thread, read_metrics, tiny_spec, write_spec, write_token_dir  # noqa: F401
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
-from scalinglab.training import live
-from scalinglab.training import trainer as train
+from scalinglab.training import jobs, live
+from scalinglab.training.spec import make_schedule
+from scalinglab.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -34,7 +35,7 @@ def _watch(monkeypatch, out_dir, at_steps):
     """Record the partial file's rows (and whether metrics.jsonl exists) as the trainer is about
     to take the step after each of `at_steps`; returns {step: (rows, final_exists)}."""
     seen = {}
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def watching(self, factor):
         if self.step in at_steps and self.step not in seen:
@@ -43,7 +44,7 @@ def _watch(monkeypatch, out_dir, at_steps):
             seen[self.step] = (rows, (out_dir / "metrics.jsonl").exists())
         return real_step(self, factor)
 
-    monkeypatch.setattr(train.Trainer, "train_step", watching)
+    monkeypatch.setattr(Trainer, "train_step", watching)
     return seen
 
 
@@ -51,7 +52,7 @@ def test_first_row_is_on_disk_one_eval_interval_after_the_start(tokens, tmp_path
     spec = tiny_spec(stable_steps=24)  # eval_every 4
     out = tmp_path / "stable"
     seen = _watch(monkeypatch, out, {0, 4, 8})
-    train.train_stable(write_spec(tmp_path / "spec.json", spec), tokens, out)
+    jobs.train_stable(write_spec(tmp_path / "spec.json", spec), tokens, out)
 
     final = read_metrics(out / "metrics.jsonl")
     assert seen[0] == ([], False)  # the file is there from the start, empty
@@ -67,27 +68,27 @@ def test_a_crashed_run_resumes_to_the_rows_of_an_uninterrupted_one(tokens, tmp_p
                                                                    monkeypatch):
     spec = tiny_spec(stable_steps=24)  # eval_every 4, checkpoint_every 5
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "straight")
+    jobs.train_stable(spec_path, tokens, tmp_path / "straight")
     straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
 
     out = tmp_path / "killed"
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def crash_at_step_13(self, factor):
         if self.step == 13:
             raise RuntimeError("killed")
         return real_step(self, factor)
 
-    monkeypatch.setattr(train.Trainer, "train_step", crash_at_step_13)
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_13)
     with pytest.raises(RuntimeError):
-        train.train_stable(spec_path, tokens, out)
+        jobs.train_stable(spec_path, tokens, out)
     # the live rows went past the last checkpoint (step 10); no final output
     assert [r["step"] for r in read_metrics(out / live.LIVE_FILE)] == [4, 8, 12]
     assert not (out / "metrics.jsonl").exists()
 
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     seen = _watch(monkeypatch, out, {10, 13})
-    train.train_stable(spec_path, tokens, out)
+    jobs.train_stable(spec_path, tokens, out)
     # on resume the partial file is cut back to the checkpoint's rows, then grows again
     assert _strip(seen[10][0]) == _strip(straight[:2])
     assert _strip(seen[13][0]) == _strip(straight[:3])
@@ -143,19 +144,19 @@ def test_tensorboard_holds_each_evaluation_once_after_a_resume(tokens, tmp_path,
     spec["training"]["tracking"] = ["tensorboard"]
     spec_path = write_spec(tmp_path / "spec.json", spec)
     out = tmp_path / "stable"
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def crash_at_step_13(self, factor):
         if self.step == 13:
             raise RuntimeError("killed")
         return real_step(self, factor)
 
-    monkeypatch.setattr(train.Trainer, "train_step", crash_at_step_13)
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_13)
     with pytest.raises(RuntimeError):
-        train.train_stable(spec_path, tokens, out)
+        jobs.train_stable(spec_path, tokens, out)
     assert [step for step, _ in _scalars(out / "tensorboard", "val_loss")] == [4, 8, 12]
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
-    train.train_stable(spec_path, tokens, out)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    jobs.train_stable(spec_path, tokens, out)
 
     rows = read_metrics(out / "metrics.jsonl")
     for tag in ("val_loss", "train_loss", "lr"):
@@ -164,7 +165,7 @@ def test_tensorboard_holds_each_evaluation_once_after_a_resume(tokens, tmp_path,
         assert [value for _, value in points] == pytest.approx([r[tag] for r in rows], rel=1e-6)
 
     # a decay branch's curve starts at the stable run's evaluation at its branch point
-    train.decay_branch(spec_path, "C1", out / "branch-C1.pt", tokens, tmp_path / "C1")
+    jobs.decay_branch(spec_path, "C1", out / "branch-C1.pt", tokens, tmp_path / "C1")
     branch = read_metrics(tmp_path / "C1" / "metrics.jsonl")
     points = _scalars(tmp_path / "C1" / "tensorboard", "val_loss")
     assert [step for step, _ in points] == [r["step"] for r in branch] == [16, 20]
@@ -175,11 +176,11 @@ def test_tracking_keeps_the_checkpoint_valid(tokens, tmp_path):
     """Tracking changes what is recorded, not what is computed: a checkpoint made without it is
     resumed with it on (and a spec without the key, from before it existed, matches too)."""
     spec = tiny_spec()
-    trainer = train.Trainer(spec, tokens, CPU)
-    trainer.run(train.make_schedule(spec, 20, decay_start=None), 5)
+    trainer = Trainer(spec, tokens, CPU)
+    trainer.run(make_schedule(spec, 20, decay_start=None), 5)
     trainer.save(tmp_path / "a.pt")
     tracked = dict(spec, training=dict(spec["training"], tracking=["tensorboard"]))
-    resumed = train.Trainer(tracked, tokens, CPU)
+    resumed = Trainer(tracked, tokens, CPU)
     resumed.load(tmp_path / "a.pt")
     assert resumed.step == 5
     for a, b in zip(trainer.model.parameters(), resumed.model.parameters(), strict=True):
@@ -191,7 +192,7 @@ def test_wandb_listed_but_not_installed_is_a_user_error(tokens, tmp_path):
     spec = tiny_spec()
     spec["training"]["tracking"] = ["wandb"]
     with pytest.raises(UserError, match="'wandb' but the wandb package is not installed"):
-        train.train_stable(write_spec(tmp_path / "spec.json", spec), tokens, tmp_path / "out")
+        jobs.train_stable(write_spec(tmp_path / "spec.json", spec), tokens, tmp_path / "out")
     assert not (tmp_path / "out" / "resume.pt").exists()  # refused before any training
 
 

@@ -17,7 +17,7 @@ from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.config.variants import RESERVED_NAMES
 from scalinglab.phases import variants
-from scalinglab.training.trainer import build_model, build_optimizer
+from scalinglab.training.spec import build_model, build_optimizer
 
 BASE = {"tokenizer": {"vocab_size": 300},
         "model": {"block_size": 32, "sizes": [{"n_layer": 1, "n_embd": 8, "n_head": 1}]},

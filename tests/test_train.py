@@ -14,8 +14,10 @@ import torch
 
 from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
 from scalinglab.errors import UserError
-from scalinglab.training import trainer as train
+from scalinglab.training import jobs
 from scalinglab.training.schedule import Schedule
+from scalinglab.training.spec import make_schedule
+from scalinglab.training.trainer import EXIT_PREEMPTED, Trainer
 
 CPU = torch.device("cpu")
 
@@ -31,14 +33,14 @@ def _losses(trainer):
 
 def test_resume_equals_uninterrupted(tokens, tmp_path):
     spec = tiny_spec()
-    schedule = train.make_schedule(spec, 20, decay_start=None)
-    straight = train.Trainer(spec, tokens, CPU)
+    schedule = make_schedule(spec, 20, decay_start=None)
+    straight = Trainer(spec, tokens, CPU)
     straight.run(schedule, 20)
 
-    first = train.Trainer(spec, tokens, CPU)
+    first = Trainer(spec, tokens, CPU)
     first.run(schedule, 10)
     first.save(tmp_path / "half.pt")
-    second = train.Trainer(spec, tokens, CPU)
+    second = Trainer(spec, tokens, CPU)
     second.load(tmp_path / "half.pt")
     assert second.step == 10
     second.run(schedule, 20)
@@ -55,13 +57,13 @@ def test_resume_equals_uninterrupted(tokens, tmp_path):
 def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
     spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     for label in ("C1", "C2"):
-        train.decay_branch(spec_path, label, tmp_path / "stable" / f"branch-{label}.pt", tokens,
-                           tmp_path / label)
+        jobs.decay_branch(spec_path, label, tmp_path / "stable" / f"branch-{label}.pt", tokens,
+                          tmp_path / label)
 
     # the same 30-step WSD run, trained in one go
-    straight = train.Trainer(spec, tokens, CPU)
+    straight = Trainer(spec, tokens, CPU)
     schedule = Schedule(kind="wsd", warmup_steps=4, total_steps=30, decay_start=24)
     lrs = []
     straight.run(schedule, 30, on_step=lambda t: lrs.append(t.optimizer.param_groups[0]["lr"]))
@@ -82,7 +84,7 @@ def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
 def test_run_json_records_when_the_job_ran_and_its_peak_memory(tokens, tmp_path):
     spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
     before = time.time()
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     after = time.time()
     record = json.loads((tmp_path / "stable" / "run.json").read_text())
     started = datetime.fromisoformat(record["started"]).timestamp()
@@ -98,7 +100,7 @@ def test_run_json_records_when_the_job_ran_and_its_peak_memory(tokens, tmp_path)
 def test_branch_checkpoints_are_saved_at_their_decay_start(tokens, tmp_path):
     spec = tiny_spec(stable_steps=24, branches=((0, 10, "C0"), (16, 20, "C1"), (24, 30, "C2")))
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     for label, step in (("C0", 0), ("C1", 16), ("C2", 24)):
         state = torch.load(tmp_path / "stable" / f"branch-{label}.pt", weights_only=True)
         assert state["step"] == step
@@ -111,32 +113,32 @@ def test_branch_beyond_the_stable_run_gets_a_placeholder(tokens, tmp_path):
     spec = tiny_spec(stable_steps=16, branches=((16, 20, "C1"), (24, 30, "C2")))
     spec["branches"][1]["trained"] = False
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
     assert torch.load(tmp_path / "stable" / "branch-C1.pt", weights_only=True)["step"] == 16
     with pytest.raises(UserError, match="not trained"):
-        train.decay_branch(spec_path, "C2", tmp_path / "stable" / "branch-C2.pt", tokens,
-                           tmp_path / "C2")
+        jobs.decay_branch(spec_path, "C2", tmp_path / "stable" / "branch-C2.pt", tokens,
+                          tmp_path / "C2")
 
 
 def test_killed_stable_run_resumes_to_the_same_losses(tokens, tmp_path, monkeypatch):
     spec = tiny_spec(stable_steps=24)
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "straight")
+    jobs.train_stable(spec_path, tokens, tmp_path / "straight")
 
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def crash_at_step_13(self, factor):
         if self.step == 13:
             raise RuntimeError("killed")
         return real_step(self, factor)
 
-    monkeypatch.setattr(train.Trainer, "train_step", crash_at_step_13)
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_13)
     with pytest.raises(RuntimeError):
-        train.train_stable(spec_path, tokens, tmp_path / "killed")
+        jobs.train_stable(spec_path, tokens, tmp_path / "killed")
     assert torch.load(tmp_path / "killed" / "resume.pt", weights_only=True)["step"] == 10
     assert not (tmp_path / "killed" / "metrics.jsonl").exists()  # no half-written output
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
-    train.train_stable(spec_path, tokens, tmp_path / "killed")
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    jobs.train_stable(spec_path, tokens, tmp_path / "killed")
 
     def strip(rows):
         return [(r["step"], r["val_loss"], r["train_loss"], r["lr"]) for r in rows]
@@ -153,42 +155,42 @@ def test_killed_stable_run_resumes_to_the_same_losses(tokens, tmp_path, monkeypa
 def test_sigusr1_saves_a_checkpoint_and_exits_for_a_retry(tokens, tmp_path, monkeypatch):
     spec = tiny_spec(stable_steps=24)
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def signal_at_step_7(self, factor):
         if self.step == 7:
             os.kill(os.getpid(), signal.SIGUSR1)
         return real_step(self, factor)
 
-    monkeypatch.setattr(train.Trainer, "train_step", signal_at_step_7)
+    monkeypatch.setattr(Trainer, "train_step", signal_at_step_7)
     with pytest.raises(SystemExit) as exit_info:
-        train.train_stable(spec_path, tokens, tmp_path / "run")
-    assert exit_info.value.code == train.EXIT_PREEMPTED
+        jobs.train_stable(spec_path, tokens, tmp_path / "run")
+    assert exit_info.value.code == EXIT_PREEMPTED
     assert torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["step"] == 8
 
 
 def test_checkpoint_from_another_spec_is_refused(tokens, tmp_path):
     spec = tiny_spec()
-    trainer = train.Trainer(spec, tokens, CPU)
+    trainer = Trainer(spec, tokens, CPU)
     trainer.save(tmp_path / "a.pt")
     other = dict(spec, training=dict(spec["training"], lr=5e-3))
     with pytest.raises(UserError, match="different spec"):
-        train.Trainer(other, tokens, CPU).load(tmp_path / "a.pt")
+        Trainer(other, tokens, CPU).load(tmp_path / "a.pt")
 
 
 def test_unknown_branch_label_is_a_user_error(tokens, tmp_path):
     spec_path = write_spec(tmp_path / "spec.json", tiny_spec())
     with pytest.raises(UserError, match="C9"):
-        train.decay_branch(spec_path, "C9", tmp_path / "x.pt", tokens, tmp_path / "out")
+        jobs.decay_branch(spec_path, "C9", tmp_path / "x.pt", tokens, tmp_path / "out")
 
 
 def test_cosine_branch_trains_from_scratch(tokens, tmp_path):
     spec = tiny_spec(stable_steps=0, branches=((0, 12, "C1"),), kind="cosine")
     spec["schedule"]["final_lr_ratio"] = 0.1
     spec_path = write_spec(tmp_path / "spec.json", spec)
-    train.train_stable(spec_path, tokens, tmp_path / "stable")
-    train.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
-                       tmp_path / "C1")
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    jobs.decay_branch(spec_path, "C1", tmp_path / "stable" / "branch-C1.pt", tokens,
+                      tmp_path / "C1")
     rows = read_metrics(tmp_path / "C1" / "metrics.jsonl")
     assert rows[-1]["step"] == 12
     # the cosine reaches final_lr_ratio of the peak on its last update

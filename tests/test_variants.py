@@ -19,7 +19,7 @@ from scalinglab.model.flops import ModelCounts, model_counts
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.model.moe import MoEMLP
 from scalinglab.phases import variants
-from scalinglab.training.trainer import build_model
+from scalinglab.training.spec import build_model
 
 SECTION = {
     "enabled": True,

@@ -12,7 +12,7 @@ from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.phases import wsd_vs_cosine
-from scalinglab.training import trainer as train
+from scalinglab.training import jobs as train
 from scalinglab.training.schedule import wsd_factor
 
 SECTION = {"enabled": True, "sizes": [{"n_layer": 1, "n_embd": 8, "n_head": 1},

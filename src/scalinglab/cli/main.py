@@ -97,7 +97,7 @@ def _data_parallel(args) -> bool:
         raise UserError(f"--processes must be >= 1, got {args.processes}")
     if args.processes == 1 or distributed.env_world_size() > 1:
         return False
-    from scalinglab.training.trainer import read_spec
+    from scalinglab.training.spec import read_spec
 
     batch_size = int(read_spec(args.spec)["training"]["batch_size"])
     distributed.relaunch(args.processes, args.argv, batch_size)
@@ -105,7 +105,7 @@ def _data_parallel(args) -> bool:
 
 
 def _train_stable(args) -> None:
-    from scalinglab.training.trainer import train_stable
+    from scalinglab.training.jobs import train_stable
 
     if _data_parallel(args):
         return
@@ -113,7 +113,7 @@ def _train_stable(args) -> None:
 
 
 def _decay_branch(args) -> None:
-    from scalinglab.training.trainer import decay_branch
+    from scalinglab.training.jobs import decay_branch
 
     if _data_parallel(args):
         return

@@ -1,4 +1,5 @@
-"""A nanoGPT-style decoder-only transformer, all of it in this file.
+"""A nanoGPT-style decoder-only transformer, all of it in this file but the split of q, k, v
+into heads (`model.heads`, which linear attention shares).
 
 Architecture (after karpathy/nanoGPT, with the names kept so that readers can map it 1:1):
 
@@ -55,6 +56,7 @@ from torch import Tensor
 
 from scalinglab.config.model import ATTENTIONS, FEATURE_MAPS, MLPS
 from scalinglab.errors import UserError
+from scalinglab.model.heads import merge_heads, split_heads
 from scalinglab.model.linear_attention import LinearAttention
 from scalinglab.model.moe import MoEMLP
 
@@ -135,14 +137,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = split_heads(self.c_attn, x, self.n_head)  # 3 x (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C), heads side by side
-        return self.c_proj(y)  # (B, T, C)
+        return self.c_proj(merge_heads(y))  # (B, T, C)
 
 
 class MLP(nn.Module):

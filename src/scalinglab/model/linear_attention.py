@@ -23,9 +23,10 @@ Yang et al., arXiv:2312.06635) instead of a loop. Per head it holds (T/c) states
 (T/c) blocks of c^2 scores: O(T (c + d_head^2 / c)) memory, against O(T^2) for a quadratic form.
 The kernel runs in (at least) float32 with autocast off: the states sum the whole prefix.
 
-The projections are softmax attention's (`c_attn` for q, k, v; `c_proj` out), with the same
-names, shapes and init rules, so the two attentions have equal parameter counts; the softmax
-scale (`attn_scale`, muP's 1/d_head) plays no part here, the normaliser takes its place.
+The projections are softmax attention's (`c_attn` for q, k, v; `c_proj` out; the head split of
+`model.heads`), with the same names, shapes and init rules, so the two attentions have equal
+parameter counts; the softmax scale (`attn_scale`, muP's 1/d_head) plays no part here, the
+normaliser takes its place.
 `scalinglab.model.flops` counts the kernel's FLOPs (the chunk size enters there).
 """
 
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scalinglab.config.model import FEATURE_MAPS
+from scalinglab.model.heads import merge_heads, split_heads
 
 CHUNK_SIZE = 64
 """Tokens per chunk in the model (the kernel takes any; results agree to float32 rounding)."""
@@ -104,11 +106,6 @@ class LinearAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = split_heads(self.c_attn, x, self.n_head)  # 3 x (B, nh, T, hs)
         y = causal_linear_attention(q, k, v, self.feature, self.chunk_size)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.c_proj(y)
+        return self.c_proj(merge_heads(y))  # (B, T, C)

@@ -201,10 +201,11 @@ def _process_peak_gib() -> float:
 
 def measure(args) -> dict:
     """Run the benchmark; the figures as a plain dict (what `--json` writes)."""
-    from scalinglab.training.trainer import Trainer, make_schedule, pick_device
+    from scalinglab.training.spec import make_schedule, pick_device
+    from scalinglab.training.trainer import Trainer
 
     device = pick_device("auto")
-    if device.type == "cpu" and args.threads > 0:  # as training sets them (train._setup)
+    if device.type == "cpu" and args.threads > 0:  # as training does (spec.job_device)
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -101,70 +101,66 @@ def _rms_by_site(activations: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def coord_check(
-    widths: Sequence[int],
-    parametrizations: dict[str, ParametrizationConfig],
-    *,
-    steps: int = 4,
-    lr: float = 1e-2,
-    seeds: Sequence[int] = (0,),
-    shape: CoordCheckShape = CoordCheckShape(),
-    data_dir: str | Path | None = None,
-    adjust: Callable[[str, GPTConfig], GPTConfig] | None = None,
+    widths: Sequence[int], parametrizations: dict[str, ParametrizationConfig], *,
+    lr: float = 1e-2, **options,
 ) -> pd.DataFrame:
     """RMS of every activation site after 0..`steps` AdamW steps at learning rate `lr`.
 
-    `parametrizations` maps a label to its config (e.g. {"sp": ..., "mup": ...}).
-    `adjust(label, gpt_config)` may rewrite a model's config before it is built: the tests use
-    it to break muP on purpose. Returns one row per (parametrization, width, seed, step, site)
-    with columns `COLUMNS`. No weight decay and no clipping: the check looks at raw updates.
+    `parametrizations` maps a label to its config (e.g. {"sp": ..., "mup": ...}). `options`
+    are the keywords of `_sweep`: `steps` (4), `seeds` ((0,)), `shape` (`CoordCheckShape()`),
+    `data_dir` (a token folder, else random tokens) and `adjust`. `adjust(label, gpt_config)`
+    may rewrite a model's config before it is built: the tests use it to break muP on purpose.
+    Returns one row per (parametrization, width, seed, step, site) with columns `COLUMNS`. No
+    weight decay and no clipping: the check looks at raw updates.
     """
-    _check_args(widths, steps, lr, shape)
-    if data_dir is not None:
-        shape = replace(shape, vocab_size=_vocab_size(Path(data_dir)))
-    rows = []
-    for seed in seeds:
-        batches = _batches(shape, steps, seed, None if data_dir is None else Path(data_dir))
-        for label, pcfg in parametrizations.items():
-            for width in widths:
-                model, optimizer = _build(label, pcfg, width, shape, lr, seed, adjust)
-                rows += [{"parametrization": label, "width": width, "seed": seed, **row}
-                         for row in _trajectory(model, optimizer, batches, steps)]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return _sweep("width", widths, parametrizations, None, lr=lr, **options)
 
 
 def depth_check(
-    depths: Sequence[int],
-    parametrizations: dict[str, ParametrizationConfig],
-    *,
-    width: int = 64,
-    steps: int = 4,
-    lr: float = 3e-3,
-    seeds: Sequence[int] = (0,),
-    shape: CoordCheckShape = CoordCheckShape(),
-    data_dir: str | Path | None = None,
-    adjust: Callable[[str, GPTConfig], GPTConfig] | None = None,
+    depths: Sequence[int], parametrizations: dict[str, ParametrizationConfig], *,
+    width: int = 64, lr: float = 3e-3, **options,
 ) -> pd.DataFrame:
-    """`coord_check` across depth: the same width, `shape` with n_layer set to each depth.
+    """`coord_check` across depth: the same width, `shape` with n_layer set to each depth;
+    `options` as there.
 
     Besides `GPT.forward`'s sites, records "resid": the residual stream entering `ln_f` (a
     forward pre-hook, so the model file stays as it is). Columns `DEPTH_COLUMNS`.
     """
-    _check_args([width, width], steps, lr, shape)
-    if len(depths) < 2 or any(not isinstance(d, int) or d <= 0 for d in depths):
+    return _sweep("depth", depths, parametrizations, width, lr=lr, **options)
+
+
+def _sweep(
+    axis: str,
+    sizes: Sequence[int],
+    parametrizations: dict[str, ParametrizationConfig],
+    width: int | None,
+    *,
+    lr: float,
+    steps: int = 4,
+    seeds: Sequence[int] = (0,),
+    shape: CoordCheckShape = CoordCheckShape(),
+    data_dir: str | Path | None = None,
+    adjust: Callable[[str, GPTConfig], GPTConfig] | None = None,
+) -> pd.DataFrame:
+    """The rows of `coord_check` (`axis` "width": `sizes` are widths) or `depth_check` ("depth":
+    `sizes` are depths, all at `width`; None for widths)."""
+    by_depth = axis == "depth"
+    _check_args([width, width] if by_depth else sizes, steps, lr, shape)
+    if by_depth and (len(sizes) < 2 or any(not isinstance(d, int) or d <= 0 for d in sizes)):
         raise UserError(f"coord-check: depths must be two or more positive integers, got "
-                        f"{list(depths)}")
+                        f"{list(sizes)}")
     if data_dir is not None:
         shape = replace(shape, vocab_size=_vocab_size(Path(data_dir)))
     rows = []
     for seed in seeds:
         batches = _batches(shape, steps, seed, None if data_dir is None else Path(data_dir))
         for label, pcfg in parametrizations.items():
-            for depth in depths:
-                model, optimizer = _build(label, pcfg, width, replace(shape, n_layer=depth), lr,
-                                          seed, adjust)
-                rows += [{"parametrization": label, "depth": depth, "seed": seed, **row}
-                         for row in _trajectory(model, optimizer, batches, steps, resid=True)]
-    return pd.DataFrame(rows, columns=DEPTH_COLUMNS)
+            for size in sizes:
+                at = (width, replace(shape, n_layer=size)) if by_depth else (size, shape)
+                model, optimizer = _build(label, pcfg, *at, lr, seed, adjust)
+                rows += [{"parametrization": label, axis: size, "seed": seed, **row}
+                         for row in _trajectory(model, optimizer, batches, steps, resid=by_depth)]
+    return pd.DataFrame(rows, columns=DEPTH_COLUMNS if by_depth else COLUMNS)
 
 
 def _trajectory(model, optimizer, batches, steps: int, resid: bool = False) -> list[dict]:
