@@ -63,7 +63,7 @@ def _live_log(trainer: Trainer, out_dir: Path, name: str) -> LiveLog | None:
 
 
 def _downstream_task(trainer: Trainer) -> downstream.Task | None:
-    """The downstream task of the spec (`scalinglab.training.downstream`), or None when the spec has it
+    """The downstream task of the spec (`training.downstream`), or None when the spec has it
     off (or, made before it existed, has no `downstream` key)."""
     cfg = downstream.DownstreamConfig(**trainer.spec.get("downstream", {}))
     if not cfg.enabled:
