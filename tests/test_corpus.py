@@ -18,15 +18,8 @@ import pytest
 
 from helpers import REPO
 from scalinglab.cli import main as cli
-from scalinglab.data.corpus import (
-    SAMPLE_BYTES,
-    CorpusConfig,
-    check_text,
-    prepare_corpus,
-    stdlib_files,
-    val_mask,
-    validate_corpus,
-)
+from scalinglab.data.corpus import CorpusConfig, prepare_corpus, val_mask, validate_corpus
+from scalinglab.data.sources import SAMPLE_BYTES, check_text, stdlib_files
 from scalinglab.errors import UserError
 
 
