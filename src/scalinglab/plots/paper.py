@@ -66,20 +66,21 @@ def porian_steps(frame):
 
 def tokens_per_param(law: dict, C) -> np.ndarray:
     """D_opt/N_opt at compute C for one `compute_optimal` entry of the table."""
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
+    from scalinglab.fitting.parametric import compute_optimal
 
     C = np.asarray(C, float)
     alloc = law["allocation"]
     kind = alloc["kind"]
     if kind == "n_power":
         n = alloc["coef"] * (C / alloc.get("c_unit", 1.0)) ** alloc["exponent"]
-        return C / (laws.FLOPS_PER_PARAM_TOKEN * n**2)
+        return C / (FLOPS_PER_PARAM_TOKEN * n**2)
     if kind == "projections":
         n, d = np.array(alloc["pairs"], float).T
         slope, intercept = np.polyfit(np.log(6 * n * d), np.log(d / n), 1)
         return np.exp(intercept + slope * np.log(C))
     if kind == "parametric":
-        n, d = laws.compute_optimal(alloc, C)
+        n, d = compute_optimal(alloc, C)
         return d / n
     if kind == "d_power":
         anchor = alloc.get("anchor")
@@ -87,11 +88,11 @@ def tokens_per_param(law: dict, C) -> np.ndarray:
             d = anchor["D"] * (C / anchor["C"]) ** alloc["exponent"]
         else:
             d = alloc["coef"] * C ** alloc["exponent"]
-        return d / (C / (laws.FLOPS_PER_PARAM_TOKEN * d))
+        return d / (C / (FLOPS_PER_PARAM_TOKEN * d))
     if kind == "m_d_power":
         m = alloc["m_coef"] * C ** alloc["a"]
         d = alloc["d_coef"] * C ** alloc["b"]
-        return laws.FLOPS_PER_PARAM_TOKEN * d / m
+        return FLOPS_PER_PARAM_TOKEN * d / m
     if kind == "ratio":
         return np.full_like(C, float(alloc["tokens_per_param"]))
     raise ValueError(f"published law {law.get('id')!r}: unknown allocation kind {kind!r}")
@@ -137,12 +138,13 @@ def _save(fig, out) -> None:
 
 
 def draw_cs336_isoflops(out) -> None:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.envelope import fit_envelope
+    from scalinglab.fitting.isoflop import fit_isoflop
 
     plt = _pyplot()
     C, N, loss = load_cs336()
-    iso = laws.fit_isoflop(C, N, loss)
-    env = laws.fit_envelope(np.arange(len(C)), C, N, loss)
+    iso = fit_isoflop(C, N, loss)
+    env = fit_envelope(np.arange(len(C)), C, N, loss)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(np.unique(C))))
     for color, c in zip(colors, np.unique(C), strict=True):
@@ -180,13 +182,13 @@ def draw_cs336_isoflops(out) -> None:
 
 
 def draw_porian_exponents(out) -> None:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.powerlaw import loglog_fit
 
     plt = _pyplot()
     pairs, fits = load_porian()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for rows, label in zip(porian_steps(pairs), PORIAN_STEPS, strict=True):
-        coef, a = laws.loglog_fit(rows["flops"], rows["n"])
+        coef, a = loglog_fit(rows["flops"], rows["n"])
         points = left.scatter(rows["flops"], rows["n"], s=10)
         grid = np.geomspace(rows["flops"].min(), rows["flops"].max(), 50)
         left.plot(
@@ -302,8 +304,8 @@ def draw_published_hparams(out) -> None:
 
 
 def draw_epoch_refit(out, data: str | None) -> None:
-    from scalinglab.fitting import laws
     from scalinglab.fitting.bench import load_epoch
+    from scalinglab.fitting.parametric import fit_parametric
 
     if data is None:
         raise UserError(
@@ -311,7 +313,7 @@ def draw_epoch_refit(out, data: str | None) -> None:
             "pass --data PATH (the workflow reads it from config key paper.epoch_csv)"
         )
     N, D, loss = load_epoch(data)
-    fit = laws.fit_parametric(N, D, loss)
+    fit = fit_parametric(N, D, loss)
     published = {law["id"]: law for law in load_published_laws()["compute_optimal"]}
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
