@@ -130,11 +130,21 @@ def _pyplot():
     return plt
 
 
+def _log_log(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 7, **more) -> None:
+    """Both axes logarithmic, labelled and titled, with a legend in small type."""
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title, **more)
+    ax.legend(fontsize=legend_size)
+
+
 def _save(fig, out) -> None:
+    """Lay the figure out, write it as one PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     from scalinglab.atomic import write_with
 
     fig.tight_layout()
     write_with(out, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
+    plt.close(fig)
 
 
 def draw_cs336_isoflops(out) -> None:
@@ -169,16 +179,8 @@ def draw_cs336_isoflops(out) -> None:
             grid, fit.n_opt(grid), lw=1.2, label=f"{name}: N = {fit.k_n:.3g} C^{fit.a:.4f}"
         )[0]
         right.scatter(cs, [b.N_opt for b in fit.budgets], marker=marker, color=line.get_color())
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="N_opt",
-        title="Compute-optimal model size",
-    )
-    right.legend(fontsize=7)
+    _log_log(right, "compute C (FLOPs)", "N_opt", "Compute-optimal model size")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_porian_exponents(out) -> None:
@@ -198,14 +200,13 @@ def draw_porian_exponents(out) -> None:
             lw=1,
             label=f"{label}: least-squares a={a:.3f}",
         )
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="N* (per budget)",
-        title="Porian et al. optimal pairs, RefinedWeb",
+    _log_log(
+        left,
+        "compute C (FLOPs)",
+        "N* (per budget)",
+        "Porian et al. optimal pairs, RefinedWeb",
+        legend_size=6,
     )
-    left.legend(fontsize=6)
     x = np.arange(len(PORIAN_STEPS))
     for shift, dataset, marker in ((-0.1, "rw", "o"), (0.1, "owt2", "s")):
         table = fits[fits["dataset"] == dataset]
@@ -239,7 +240,6 @@ def draw_porian_exponents(out) -> None:
     right.set(ylabel="a in N* ∝ C^a (95% CI)", title="From Kaplan to Chinchilla (arXiv 2406.19146)")
     right.legend(fontsize=7)
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_published_laws(out, study_fit: str | None = None) -> None:
@@ -268,17 +268,14 @@ def draw_published_laws(out, study_fit: str | None = None) -> None:
             grid, ratio * grid ** (study["b"] - study["a"]), color=line.get_color(), lw=1, ls="--"
         )
         ax.scatter(cs, [b["D_opt"] / b["N_opt"] for b in study["budgets"]], color="black", s=14)
-    ax.set(
-        xscale="log",
-        yscale="log",
+    _log_log(
+        ax,
+        "training compute C (FLOPs)",
+        "compute-optimal tokens per parameter D/N",
+        "Published compute-optimal allocations",
         ylim=(0.1, 1000),  # Kaplan's law falls to ~0.01 at 1e26 and would squash the rest
-        xlabel="training compute C (FLOPs)",
-        ylabel="compute-optimal tokens per parameter D/N",
-        title="Published compute-optimal allocations",
     )
-    ax.legend(fontsize=7, loc="best")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_published_hparams(out) -> None:
@@ -300,7 +297,6 @@ def draw_published_hparams(out) -> None:
         ax.legend(fontsize=6)
     fig.suptitle("Published hyperparameter laws (arXiv 2401.02954, 2404.06395, 2001.08361)")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_epoch_refit(out, data: str | None) -> None:
@@ -341,16 +337,10 @@ def draw_epoch_refit(out, data: str | None) -> None:
     for key in ("chinchilla_approach3", "epoch2024"):
         law = published[key]
         right.plot(grid, tokens_per_param(law, grid), label=law["label"])
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="tokens per parameter",
-        title="Compute-optimal D/N from Method 3",
+    _log_log(
+        right, "compute C (FLOPs)", "tokens per parameter", "Compute-optimal D/N from Method 3"
     )
-    right.legend(fontsize=7)
     _save(fig, out)
-    plt.close(fig)
 
 
 FIGURES = {
