@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scalinglab.cli.main import main
-from scalinglab.fitting import laws
+from scalinglab.fitting.parametric import compute_optimal
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 A_TRUE = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
@@ -21,7 +21,7 @@ def runs_csv(path, budgets=(1e18, 1e19, 1e20, 1e21), sizes=7):
     """A table shaped like the workflow's results/metrics/runs.csv (C given per run)."""
     rows = []
     for C in budgets:
-        n_opt, _ = laws.compute_optimal(TRUE, C)
+        n_opt, _ = compute_optimal(TRUE, C)
         for k, N in enumerate(n_opt * np.geomspace(1 / 6, 6, sizes)):
             D = C / (6 * N)
             rows.append(
@@ -123,7 +123,7 @@ def test_parametric_json(tmp_path):
     assert set(fit["ci"]) == {"E", "A", "B", "alpha", "beta", "a"}
     assert [e["C"] for e in fit["at_compute"]] == [1e21, 1e23]
     entry = fit["at_compute"][0]
-    n_opt, d_opt = laws.compute_optimal(TRUE, 1e21)
+    n_opt, d_opt = compute_optimal(TRUE, 1e21)
     assert entry["N_opt"] == pytest.approx(n_opt, rel=1e-2)
     assert entry["tokens_per_param"] == pytest.approx(entry["D_opt"] / entry["N_opt"])
     assert entry["loss"] == pytest.approx(chinchilla(n_opt, d_opt), rel=1e-4)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from scalinglab.cli.main import main
-from scalinglab.fitting import hparam_laws, laws
+from scalinglab.fitting import hparam_laws
+from scalinglab.fitting.powerlaw import bootstrap_power_law, fit_power_law
 from scalinglab.phases import hparams
 
 LR = (50.0, -0.7, 0.3)   # lr* = 50 N^-0.7 D^0.3
@@ -90,13 +91,13 @@ def test_loglinear_fit_refuses_what_it_cannot_fit(y, xs, message):
 
 def test_phase_power_law_is_the_old_one():
     """The hparams phase's fit_law now runs on hparam_laws: its fit and bootstrap replicates are
-    those of laws.fit_power_law / laws.bootstrap_power_law (which it used before), up to
+    those of powerlaw.fit_power_law / powerlaw.bootstrap_power_law (which it used before), up to
     rounding (np.polyfit there, np.linalg.lstsq here)."""
     rng = np.random.default_rng(1)
     x = np.repeat(np.geomspace(1e17, 1e19, 5), 4)
     y = 0.3 * x**-0.125 * np.exp(0.1 * rng.standard_normal(len(x)))
     new = hparams.fit_law(x, y, n_boot=300, seed=4)
-    old, boot = laws.fit_power_law(x, y), laws.bootstrap_power_law(x, y, n_boot=300, seed=4)
+    old, boot = fit_power_law(x, y), bootstrap_power_law(x, y, n_boot=300, seed=4)
     assert new["coef"] == pytest.approx(old.coef, rel=1e-10)
     assert new["exponent"] == pytest.approx(old.exponent, rel=1e-10)
     assert new["rss_log"] == pytest.approx(old.rss, rel=1e-8)

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from scalinglab.cli.main import main
-from scalinglab.fitting import laws
+from scalinglab.fitting.envelope import fit_envelope
+from scalinglab.fitting.isoflop import fit_isoflop
+from scalinglab.fitting.powerlaw import loglog_fit
 from scalinglab.plots import paper as paper_figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,8 +36,8 @@ def test_vendored_data_match_their_readme_checksums():
 def test_vendored_cs336_reproduces_reference_answers():
     C, N, loss = paper_figures.load_cs336()
     assert len(C) == 72 and len(np.unique(C)) == 9
-    assert laws.fit_isoflop(C, N, loss).a == pytest.approx(0.5146, abs=5e-4)
-    assert laws.fit_envelope(np.arange(72), C, N, loss).a == pytest.approx(0.4687, abs=5e-4)
+    assert fit_isoflop(C, N, loss).a == pytest.approx(0.5146, abs=5e-4)
+    assert fit_envelope(np.arange(72), C, N, loss).a == pytest.approx(0.4687, abs=5e-4)
 
 
 def test_vendored_porian_steps():
@@ -45,7 +47,7 @@ def test_vendored_porian_steps():
     for rows, fit in zip(
         paper_figures.porian_steps(pairs), paper_figures.porian_steps(fits), strict=True
     ):
-        _, a = laws.loglog_fit(rows["flops"], rows["n"])
+        _, a = loglog_fit(rows["flops"], rows["n"])
         assert a == pytest.approx(fit["a_basic_unweighted"].iloc[0], abs=1e-3)
 
 

@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 
 from scalinglab.cli.main import main
-from scalinglab.fitting import laws
 from scalinglab.fitting.bench import load_epoch
+from scalinglab.fitting.envelope import fit_envelope
+from scalinglab.fitting.isoflop import fit_isoflop
+from scalinglab.fitting.parametric import (
+    bootstrap_parametric,
+    fit_parametric,
+    fit_parametric_varpro,
+)
+from scalinglab.fitting.powerlaw import loglog_fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +46,7 @@ def ref() -> Path:
 @pytest.fixture(scope="module")
 def epoch(ref):
     N, D, loss = load_epoch(ref / "epoch-chinchilla" / "svg_extracted_data.csv")
-    fit = laws.fit_parametric(N, D, loss)
+    fit = fit_parametric(N, D, loss)
     return N, D, loss, fit
 
 
@@ -61,7 +68,7 @@ def test_epoch_method3_matches_published_refit(epoch):
 
 def test_epoch_bootstrap_interval_for_alpha(epoch):
     N, D, loss, fit = epoch
-    boot = laws.bootstrap_parametric(N, D, loss, fit, n_boot=1000, seed=0)
+    boot = bootstrap_parametric(N, D, loss, fit, n_boot=1000, seed=0)
     low, high = boot.interval("alpha")
     assert low < 0.348 < high
     assert 0.30 <= low and high <= 0.40
@@ -70,7 +77,7 @@ def test_epoch_bootstrap_interval_for_alpha(epoch):
 
 def test_epoch_varpro_is_close_to_the_direct_fit(epoch):
     N, D, loss, fit = epoch
-    vp = laws.fit_parametric_varpro(N, D, loss)
+    vp = fit_parametric_varpro(N, D, loss)
     # a different objective (squared relative error, not Huber), so only roughly equal
     assert vp.a == pytest.approx(fit.a, abs=0.03)
     assert vp.E == pytest.approx(fit.E, abs=0.1)
@@ -98,7 +105,7 @@ def cs336(ref):
 
 def test_cs336_method1_argmin(cs336):
     C, N, loss = cs336
-    fit = laws.fit_envelope(np.arange(len(C)), C, N, loss)
+    fit = fit_envelope(np.arange(len(C)), C, N, loss)
     assert len(fit.budgets) == 9 and fit.dropped == ()
     assert fit.a == pytest.approx(0.4687, abs=0.002)
     assert fit.k_n == pytest.approx(1.163, rel=0.03)
@@ -108,7 +115,7 @@ def test_cs336_method1_argmin(cs336):
 
 def test_cs336_method2_parabola(cs336):
     C, N, loss = cs336
-    fit = laws.fit_isoflop(C, N, loss)
+    fit = fit_isoflop(C, N, loss)
     assert fit.a == pytest.approx(0.5146, abs=0.005)
     assert fit.k_n == pytest.approx(0.1332, rel=0.03)
     assert fit.b == pytest.approx(0.4854, abs=0.005)
@@ -153,7 +160,7 @@ def test_porian_loglog_reproduces_unweighted_exponents(ref):
     groups = dict(list(pairs.groupby(CONFIG)))
     for _, row in fits.iterrows():
         rows = groups[tuple(row[CONFIG])]
-        _, a = laws.loglog_fit(rows["flops"], rows["n"])
+        _, a = loglog_fit(rows["flops"], rows["n"])
         assert a == pytest.approx(row["a_basic_unweighted"], abs=1e-3), row["label"]
 
 
@@ -185,7 +192,7 @@ def test_isoflops_collection_method2(ref, source, dataset, condition, a_expected
     rows = df[(df["source"] == source) & (df["dataset"] == dataset)]
     if condition is not None:
         rows = rows[rows["condition"] == condition]
-    fit = laws.fit_isoflop(rows["budget"], rows["params"], rows["loss"], rows["tokens"])
+    fit = fit_isoflop(rows["budget"], rows["params"], rows["loss"], rows["tokens"])
     assert fit.a == pytest.approx(a_expected, abs=2e-3)
     for dropped in fit.dropped:  # only budgets that really have no minimum are dropped
         assert "curvature" in dropped.reason

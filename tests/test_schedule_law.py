@@ -1,4 +1,4 @@
-"""The schedule-aware loss laws (scalinglab.fitting.schedule_law) and `scalinglab fit schedule`.
+"""The schedule-aware loss laws (scalinglab.fitting.schedule_law, schedule_fit) and `fit schedule`.
 
 Exact values on hand-computable schedules, the vectorised law against a direct double loop,
 recovery of known parameters, user errors, and the check on upstream's Multi-Power Law curves
@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from scalinglab.cli.main import main
+from scalinglab.fitting import schedule_fit
 from scalinglab.fitting import schedule_law as sl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_jacobian_matches_finite_differences():
     rng = np.random.default_rng(3)
     curves = [sl.Curve(lr=random_schedule(rng), steps=np.arange(20, 121, 10),
                        loss=np.full(11, 3.0), name=str(i)) for i in range(2)]
-    model = sl._Model("mpl", curves, sl.TISSUE_LAMBDA)
+    model = schedule_fit._Model("mpl", curves, sl.TISSUE_LAMBDA)
     theta = np.log(list(UPSTREAM_400M.values()))
     r, J = model.residuals(theta, [1, 2], jac=True)
     h = 1e-6
@@ -153,7 +154,7 @@ def synthetic_curves(form, params, names, noise=0.0, seed=0, lam=sl.TISSUE_LAMBD
 
 def test_mpl_fit_recovers_known_parameters():
     curves = synthetic_curves("mpl", UPSTREAM_400M, ["constant", "cosine", "step", "wsd"])
-    fit = sl.fit_schedule_law(curves, "mpl")
+    fit = schedule_fit.fit_schedule_law(curves, "mpl")
     for name, value in UPSTREAM_400M.items():
         assert fit.params[name] == pytest.approx(value, rel=1e-2), name
     assert fit.objective < 1e-12
@@ -162,7 +163,7 @@ def test_mpl_fit_recovers_known_parameters():
 def test_tissue_fit_recovers_known_parameters():
     true = {"L0": 2.4, "A": 0.6, "alpha": 0.5, "C": 500.0}
     curves = synthetic_curves("tissue", true, ["constant", "cosine", "step"])
-    fit = sl.fit_schedule_law(curves, "tissue")
+    fit = schedule_fit.fit_schedule_law(curves, "tissue")
     for name, value in true.items():
         assert fit.params[name] == pytest.approx(value, rel=1e-2), name
     assert fit.fixed == {"lambda": sl.TISSUE_LAMBDA}
@@ -172,14 +173,14 @@ def test_bootstrap_over_curves_covers_truth_and_fits_each_multiset_once():
     true = {"L0": 2.4, "A": 0.6, "alpha": 0.5, "C": 500.0}
     curves = synthetic_curves("tissue", true, ["constant", "cosine", "step", "wsd"],
                               noise=2e-3, seed=4)
-    fit = sl.fit_schedule_law(curves, "tissue")
-    boot = sl.bootstrap_schedule_law(curves, fit, n_boot=300, seed=0)
+    fit = schedule_fit.fit_schedule_law(curves, "tissue")
+    boot = schedule_fit.bootstrap_schedule_law(curves, fit, n_boot=300, seed=0)
     assert boot.n_distinct <= 35  # multisets of 4 curves drawn 4 times
     assert boot.n_failed == 0 and boot.samples.shape == (300, 4)
     ci = boot.intervals()
     for name, value in true.items():
         assert ci[name][0] <= value <= ci[name][1], (name, ci[name])
-    again = sl.bootstrap_schedule_law(curves, fit, n_boot=300, seed=0)
+    again = schedule_fit.bootstrap_schedule_law(curves, fit, n_boot=300, seed=0)
     np.testing.assert_array_equal(boot.samples, again.samples)
 
 

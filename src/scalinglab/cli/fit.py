@@ -1,6 +1,6 @@
 """`scalinglab fit ...`, `bench-fit` and `paper-figure`: the command line of the fitting library.
 
-A thin layer over `fitting.laws` and `scalinglab.fitting.hparam_laws`: read a table, check the
+A thin layer over `scalinglab.fitting` (one module per method): read a table, check the
 columns, fit, write one JSON file.
 Bad input (a missing column, a non-positive value, too few rows, an unreadable file) raises a
 `UserError` that names the column or file, before anything is written.
@@ -263,7 +263,7 @@ def _flops_columns(df, args, *, need_c: bool):
 
 
 def _fit_or_user_error(fn, *a, **kw):
-    from scalinglab.fitting.laws import FitError
+    from scalinglab.fitting.inputs import FitError
 
     try:
         return fn(*a, **kw)
@@ -301,7 +301,13 @@ def _bootstrap_block(boot) -> dict:
 def run_parametric(args) -> int:
     import numpy as np
 
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
+    from scalinglab.fitting.parametric import (
+        bootstrap_parametric,
+        compute_optimal_samples,
+        fit_parametric,
+        fit_parametric_varpro,
+    )
 
     df = read_table(args.input)
     c_col, d_col, convention = _flops_columns(df, args, need_c=False)
@@ -310,10 +316,10 @@ def run_parametric(args) -> int:
     n_free = 5 - (args.fix_alpha is not None) - (args.fix_beta is not None)
     cols.require(n_free + 1, f"a fit of {n_free} free parameters")
     N, loss = cols.values["N"], cols.values["loss"]
-    D = cols.values["D"] if d_col else cols.values["C"] / (laws.FLOPS_PER_PARAM_TOKEN * N)
+    D = cols.values["D"] if d_col else cols.values["C"] / (FLOPS_PER_PARAM_TOKEN * N)
     fixed = {"fix_alpha": args.fix_alpha, "fix_beta": args.fix_beta}
-    fit = _fit_or_user_error(laws.fit_parametric, N, D, loss, huber_delta=args.huber_delta, **fixed)
-    varpro = _fit_or_user_error(laws.fit_parametric_varpro, N, D, loss, **fixed)
+    fit = _fit_or_user_error(fit_parametric, N, D, loss, huber_delta=args.huber_delta, **fixed)
+    varpro = _fit_or_user_error(fit_parametric_varpro, N, D, loss, **fixed)
     result = {
         "method": "parametric",
         "form": "L = E + A/N^alpha + B/D^beta",
@@ -332,7 +338,7 @@ def run_parametric(args) -> int:
     }
     boot = None
     if args.bootstrap > 0:
-        boot = laws.bootstrap_parametric(
+        boot = bootstrap_parametric(
             N, D, loss, fit, n_boot=args.bootstrap, seed=args.seed, workers=args.workers
         )
         ci = boot.intervals()
@@ -350,7 +356,7 @@ def run_parametric(args) -> int:
             "loss": float(fit.loss(n_opt, d_opt)),
         }
         if boot is not None:
-            samples = laws.compute_optimal_samples(boot, C)
+            samples = compute_optimal_samples(boot, C)
             entry["ci"] = {
                 k: [float(x) for x in np.percentile(v, [2.5, 97.5])] for k, v in samples.items()
             }
@@ -368,7 +374,7 @@ def run_parametric(args) -> int:
 def _allocation_result(fit, boot, cols, convention, extra) -> dict:
     import numpy as np
 
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.allocation import allocation_samples_at
 
     top = max(b.C for b in fit.budgets)
     result = {
@@ -406,14 +412,14 @@ def _allocation_result(fit, boot, cols, convention, extra) -> dict:
     if boot is not None:
         ci = boot.intervals()
         result["ci"] = {k: ci[k] for k in ("a", "b", "k_n", "k_d")}
-        tpp = laws.allocation_samples_at(boot, top)["tokens_per_param"]
+        tpp = allocation_samples_at(boot, top)["tokens_per_param"]
         result["ci"]["tokens_per_param"] = [float(x) for x in np.percentile(tpp, [2.5, 97.5])]
         result["bootstrap"] = _bootstrap_block(boot)
     return result
 
 
 def _allocation_inputs(args, *, with_run: bool):
-    from scalinglab.fitting.laws import FLOPS_PER_PARAM_TOKEN
+    from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
 
     df = read_table(args.input)
     c_col, d_col, convention = _flops_columns(df, args, need_c=True)
@@ -429,13 +435,13 @@ def _allocation_inputs(args, *, with_run: bool):
 
 
 def run_isoflop(args) -> int:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.isoflop import bootstrap_isoflop, fit_isoflop
 
     cols, convention, C, N, loss, D = _allocation_inputs(args, with_run=False)
-    fit = _fit_or_user_error(laws.fit_isoflop, C, N, loss, D)
+    fit = _fit_or_user_error(fit_isoflop, C, N, loss, D)
     boot = None
     if args.bootstrap > 0:
-        boot = laws.bootstrap_isoflop(C, N, loss, D, n_boot=args.bootstrap, seed=args.seed)
+        boot = bootstrap_isoflop(C, N, loss, D, n_boot=args.bootstrap, seed=args.seed)
     extra = {"tokens_per_param_note": "D_opt/N_opt from the fitted laws at the largest budget"}
     return _write(args, _allocation_result(fit, boot, cols, convention, extra))
 
@@ -443,17 +449,17 @@ def run_isoflop(args) -> int:
 def run_envelope(args) -> int:
     import numpy as np
 
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.envelope import bootstrap_envelope, fit_envelope
 
     if args.grid_points < 2:
         raise UserError(f"--grid-points {args.grid_points}: need at least 2")
     cols, convention, C, N, loss, D = _allocation_inputs(args, with_run=True)
     run = cols.values.get("run", np.arange(cols.n))
     kw = {"grid_points": args.grid_points}
-    fit = _fit_or_user_error(laws.fit_envelope, run, C, N, loss, D, **kw)
+    fit = _fit_or_user_error(fit_envelope, run, C, N, loss, D, **kw)
     boot = None
     if args.bootstrap > 0:
-        boot = laws.bootstrap_envelope(
+        boot = bootstrap_envelope(
             run, C, N, loss, D, n_boot=args.bootstrap, seed=args.seed, **kw
         )
     extra = {
@@ -464,13 +470,13 @@ def run_envelope(args) -> int:
 
 
 def run_powerlaw(args) -> int:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.powerlaw import bootstrap_power_law, fit_power_law, fit_power_law_offset
 
     df = read_table(args.input)
     cols = Columns(df, args.input, {"x": args.x_col, "y": args.y_col})
     cols.require(4 if args.offset else 3, "this power law")
     x, y = cols.values["x"], cols.values["y"]
-    fitter = laws.fit_power_law_offset if args.offset else laws.fit_power_law
+    fitter = fit_power_law_offset if args.offset else fit_power_law
     fit = _fit_or_user_error(fitter, x, y)
     result = {
         "method": "powerlaw",
@@ -488,7 +494,7 @@ def run_powerlaw(args) -> int:
         "ci": None,
     }
     if args.bootstrap > 0:
-        boot = laws.bootstrap_power_law(
+        boot = bootstrap_power_law(
             x, y, offset=args.offset, n_boot=args.bootstrap, seed=args.seed
         )
         result["ci"] = boot.intervals()

@@ -19,7 +19,8 @@ from scalinglab.errors import UserError
 
 
 def add_parser(methods) -> None:
-    from scalinglab.fitting.schedule_law import FORMS, HUBER_DELTA, TISSUE_LAMBDA
+    from scalinglab.fitting.schedule_fit import HUBER_DELTA
+    from scalinglab.fitting.schedule_law import FORMS, TISSUE_LAMBDA
 
     p = methods.add_parser(
         "schedule",
@@ -196,7 +197,13 @@ def _train_runs(args, curves) -> list[str]:
 def run(args) -> int:
     from scalinglab.atomic import write_json
     from scalinglab.cli.fit import _finite_or_none
-    from scalinglab.fitting import schedule_law as sl
+    from scalinglab.fitting.schedule_fit import (
+        PARAM_BOUNDS,
+        ScheduleFitError,
+        bootstrap_schedule_law,
+        fit_schedule_law,
+    )
+    from scalinglab.fitting.schedule_law import FORMULAS, relative_errors
 
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")
@@ -207,13 +214,13 @@ def run(args) -> int:
     train_curves = [curves[n] for n in train]
     t0 = time.perf_counter()
     try:
-        fit = sl.fit_schedule_law(train_curves, args.form, huber_delta=args.huber_delta)
-    except sl.ScheduleFitError as err:
+        fit = fit_schedule_law(train_curves, args.form, huber_delta=args.huber_delta)
+    except ScheduleFitError as err:
         raise UserError(f"cannot fit: {err}") from err
     fit_seconds = time.perf_counter() - t0
     result = {
         "form": fit.form,
-        "law": sl.FORMULAS[fit.form],
+        "law": FORMULAS[fit.form],
         "params": fit.params,
         "fixed": fit.fixed,
         "ci": None,
@@ -226,15 +233,15 @@ def run(args) -> int:
         "runs": {},
     }
     if args.bootstrap > 0:
-        boot = sl.bootstrap_schedule_law(train_curves, fit, n_boot=args.bootstrap,
-                                         seed=args.seed)
+        boot = bootstrap_schedule_law(train_curves, fit, n_boot=args.bootstrap,
+                                      seed=args.seed)
         if len(boot.samples):
             result["ci"] = boot.intervals()
         result["bootstrap"] = {
             "n": boot.n_requested, "seed": boot.seed, "n_failed": boot.n_failed,
             "n_distinct": boot.n_distinct, "level": 0.95, "unit": "training runs",
             # an interval that ends at a bound means the resamples do not pin that parameter
-            "bounds": {n: list(sl.PARAM_BOUNDS[n]) for n in fit.params},
+            "bounds": {n: list(PARAM_BOUNDS[n]) for n in fit.params},
         }
     rows = []
     print(f"{fit.form} fit on {len(train)} run(s), {fit.n_points} points, "
@@ -242,7 +249,7 @@ def run(args) -> int:
     print(f"{'run':<24} {'train':<6} {'points':>6} {'mean err':>9} {'last err':>9}")
     for name, c in curves.items():
         pred = fit.predict(c.lr, c.steps)
-        mean, final = sl.relative_errors(pred, c.loss)
+        mean, final = relative_errors(pred, c.loss)
         is_train = name in train
         result["runs"][name] = {
             "train": is_train, "n_points": len(c.steps), "mean_rel_error": mean,

@@ -72,17 +72,18 @@ def _timed(fn):
 
 
 def run(args) -> int:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.bootstrap import default_workers
+    from scalinglab.fitting.parametric import bootstrap_parametric, fit_parametric
 
     N, D, loss = load_epoch(args.data)
-    workers = args.workers or laws.default_workers(args.bootstrap)
+    workers = args.workers or default_workers(args.bootstrap)
     print(f"points: {len(N)}; cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}")
-    fit, wall, cpu = _timed(lambda: laws.fit_parametric(N, D, loss))
+    fit, wall, cpu = _timed(lambda: fit_parametric(N, D, loss))
     print(f"full fit (64 grid starts): {wall:.2f} s wall, {cpu:.2f} s CPU")
     print(f"  E={fit.E:.4f} A={fit.A:.1f} B={fit.B:.1f} alpha={fit.alpha:.4f} beta={fit.beta:.4f}")
 
     def boot(w):
-        return laws.bootstrap_parametric(N, D, loss, fit, n_boot=args.bootstrap, workers=w)
+        return bootstrap_parametric(N, D, loss, fit, n_boot=args.bootstrap, workers=w)
 
     result, wall, cpu = _timed(lambda: boot(workers))
     lo, hi = result.interval("alpha")

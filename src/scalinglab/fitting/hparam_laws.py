@@ -102,7 +102,7 @@ def fit_loglinear(y, xs: dict) -> LogLinearFit:
 def resample(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) row indices drawn with replacement: the pairs bootstrap's resamples.
 
-    Drawn as `fitting.laws.bootstrap_power_law` draws them, so a one-x law gets the replicates
+    Drawn as `fitting.powerlaw.bootstrap_power_law` draws them, so a one-x law gets the replicates
     that function gives."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 

@@ -24,7 +24,7 @@ The criterion, at each target loss L:
    say the steps budget is met exactly: on McCandlish's line S_B = S_min + E_min / B through
    them, B_opt = E_min / (S_budget - S_min), between the batch that failed and the grid optimum
    (otherwise B_opt(L) would be a staircase of the batch grid).
-3. bs_opt = k / L^gamma is fitted (log-log least squares, fitting.laws) on the losses whose
+3. bs_opt = k / L^gamma is fitted (log-log least squares, fitting.hparam_laws) on the losses whose
    optimum is not at an end of the grid, or on all of them, flagged, when fewer than 3 are.
 Beside it, McCandlish's B_crit(L) = E_min / S_min, from the least-squares line
 S_B = S_min + E_min / B through the batches that reach L (S_B = T_B / B steps, E_B = T_B tokens).

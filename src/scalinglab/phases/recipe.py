@@ -3,7 +3,7 @@
 Step 5 of the seed recipe (predict the final run, then check the prediction):
 
 1. `fit_compute_optimal` fits, on the IsoFLOP runs (`results/metrics/runs.csv`), Chinchilla
-   Method 2 (fitting.laws.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
+   Method 2 (fitting.isoflop.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
    compute-optimal model L_opt(C) = k_L C^e_L through the per-budget parabola minima (Kaplan et
    al., arXiv:2001.08361, Sec. 6: L(C_min) is a power law in C). The bootstrap resamples runs
    within each budget and refits all three laws together, so that any quantity at any compute
@@ -57,20 +57,22 @@ SAMPLE_NAMES = ("k_n", "a", "k_d", "b", "k_L", "e_L")
 
 # -- 1. the compute-optimal fit with its loss law ------------------------------------------------
 def _laws_of(C, N, loss, D) -> tuple:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.isoflop import fit_isoflop
+    from scalinglab.fitting.powerlaw import loglog_fit
 
-    fit = laws.fit_isoflop(C, N, loss, D)
-    k_l, e_l = laws.loglog_fit([b.C for b in fit.budgets], [b.loss_opt for b in fit.budgets])
+    fit = fit_isoflop(C, N, loss, D)
+    k_l, e_l = loglog_fit([b.C for b in fit.budgets], [b.loss_opt for b in fit.budgets])
     return fit, (fit.k_n, fit.a, fit.k_d, fit.b, k_l, e_l)
 
 
 def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.ndarray:
     """(n_ok, 6) replicates of (k_n, a, k_d, b, k_L, e_L): runs resampled within each budget,
     every law refitted; a replicate left with fewer than 2 usable budgets is dropped."""
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.allocation import budget_labels
+    from scalinglab.fitting.inputs import FitError
 
     C, N, loss, D = (np.asarray(v, float) for v in (C, N, loss, D))
-    _, labels = laws.budget_labels(C)
+    _, labels = budget_labels(C)
     groups = [np.flatnonzero(labels == k) for k in range(labels.max() + 1)]
     rng = np.random.default_rng(seed)
     rows = []
@@ -78,7 +80,7 @@ def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.nd
         idx = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
         try:
             rows.append(_laws_of(C[idx], N[idx], loss[idx], D[idx])[1])
-        except laws.FitError:
+        except FitError:
             continue
     return np.array(rows, float).reshape(-1, len(SAMPLE_NAMES))
 
@@ -86,7 +88,7 @@ def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.nd
 def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
                         seed: int = 0) -> dict:
     """The content of `results/fits/compute_optimal.json` from the IsoFLOP runs table."""
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.inputs import FitError
 
     for col in ("C", "N", "D", "loss"):
         if col not in runs.columns:
@@ -95,7 +97,7 @@ def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
     C, N, loss, D = (runs[c].to_numpy(float) for c in ("C", "N", "loss", "D"))
     try:
         fit, point = _laws_of(C, N, loss, D)
-    except laws.FitError as err:
+    except FitError as err:
         raise UserError(f"compute-optimal fit: {err}") from err
     samples = bootstrap_compute_optimal(C, N, loss, D, n_boot=n_boot, seed=seed)
     ci = {name: [float(v) for v in np.percentile(samples[:, i], [2.5, 97.5])]

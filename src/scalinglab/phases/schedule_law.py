@@ -21,13 +21,8 @@ import numpy as np
 import pandas as pd
 
 from scalinglab.errors import UserError
-from scalinglab.fitting.schedule_law import (
-    Curve,
-    ScheduleFitError,
-    fit_schedule_law,
-    predict,
-    relative_errors,
-)
+from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law
+from scalinglab.fitting.schedule_law import Curve, predict, relative_errors
 from scalinglab.phases.base import Phase
 from scalinglab.training.schedule import Schedule
 

@@ -207,8 +207,8 @@ def collect(stable_jsons, branch_jsons) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # -- fits ------------------------------------------------------------------------------------------
 def _allocation(fit, boot) -> dict:
-    """An `laws.AllocationFit` as JSON, with the keys of `scalinglab fit isoflop|envelope`."""
-    from scalinglab.fitting import laws
+    """An `AllocationFit` as JSON, with the keys of `scalinglab fit isoflop|envelope`."""
+    from scalinglab.fitting.allocation import allocation_samples_at
 
     top = max(b.C for b in fit.budgets)
     out = {
@@ -228,7 +228,7 @@ def _allocation(fit, boot) -> dict:
     if boot is not None and len(boot.samples):
         ci = boot.intervals()
         out["ci"] = {k: ci[k] for k in ("a", "b")}
-        tpp = laws.allocation_samples_at(boot, top)["tokens_per_param"]
+        tpp = allocation_samples_at(boot, top)["tokens_per_param"]
         tpp = tpp[np.isfinite(tpp)]
         if len(tpp):
             out["ci"]["tokens_per_param"] = [float(x) for x in np.percentile(tpp, [2.5, 97.5])]
@@ -236,7 +236,7 @@ def _allocation(fit, boot) -> dict:
 
 
 def _attempt(fn, *args, **kw):
-    from scalinglab.fitting.laws import FitError
+    from scalinglab.fitting.inputs import FitError
 
     try:
         return fn(*args, **kw), None
@@ -245,7 +245,7 @@ def _attempt(fn, *args, **kw):
 
 
 def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Method 2 (`laws.fit_isoflop`) and Method 1 (`laws.fit_envelope`) on one variant's final
+    """Method 2 (`fit_isoflop`) and Method 1 (`fit_envelope`) on one variant's final
     losses, against active parameters, plus a power law of the envelope's loss in compute.
 
     Method 1 takes the decay branches' final (annealed) losses, so its grid is the budgets and
@@ -253,17 +253,18 @@ def fit_variant(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     peak LR and would put the envelope too high. A fit the data cannot support is recorded as
     {"error": why} rather than stopping the phase's other variants.
     """
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.envelope import bootstrap_envelope, fit_envelope
+    from scalinglab.fitting.isoflop import bootstrap_isoflop, fit_isoflop
 
     ok = runs[np.isfinite(runs["loss"])]
     C, N, loss, D = (ok[k].to_numpy(float) for k in ("C", "N", "loss", "D"))
     out: dict = {"n_runs": int(len(runs)), "n_nonfinite": int(len(runs) - len(ok))}
-    fit, err = _attempt(laws.fit_isoflop, C, N, loss, D)
-    boot = laws.bootstrap_isoflop(C, N, loss, D, n_boot=n_boot, seed=seed) if fit else None
+    fit, err = _attempt(fit_isoflop, C, N, loss, D)
+    boot = bootstrap_isoflop(C, N, loss, D, n_boot=n_boot, seed=seed) if fit else None
     out["isoflop"] = _allocation(fit, boot) if fit else {"error": err}
     run = ok["run_id"].to_numpy()
-    env, err = _attempt(laws.fit_envelope, run, C, N, loss, D)
-    boot = (laws.bootstrap_envelope(run, C, N, loss, D, n_boot=min(n_boot, 200), seed=seed)
+    env, err = _attempt(fit_envelope, run, C, N, loss, D)
+    boot = (bootstrap_envelope(run, C, N, loss, D, n_boot=min(n_boot, 200), seed=seed)
             if env else None)
     out["envelope"] = _allocation(env, boot) if env else {"error": err}
     out["loss_law"] = (loss_law(ok, env, n_boot=n_boot, seed=seed) if env
@@ -276,11 +277,11 @@ def loss_law(runs: pd.DataFrame, env, *, n_boot: int, seed: int) -> dict:
     squares in log-log), its bootstrap 95% intervals (`frontier_samples`: each budget's runs
     resampled) and each minimum's relative residual L_opt / law(C) - 1 (the figure's lower
     panel)."""
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.powerlaw import fit_power_law
 
     c, loss = (np.array(v, float) for v in zip(*[(b.C, b.loss_opt) for b in env.budgets],
                                                strict=True))
-    law, err = _attempt(laws.fit_power_law, c, loss)
+    law, err = _attempt(fit_power_law, c, loss)
     if law is None:
         return {"error": err}
     fitted = law.coef * c ** law.exponent

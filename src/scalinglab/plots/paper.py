@@ -66,20 +66,21 @@ def porian_steps(frame):
 
 def tokens_per_param(law: dict, C) -> np.ndarray:
     """D_opt/N_opt at compute C for one `compute_optimal` entry of the table."""
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
+    from scalinglab.fitting.parametric import compute_optimal
 
     C = np.asarray(C, float)
     alloc = law["allocation"]
     kind = alloc["kind"]
     if kind == "n_power":
         n = alloc["coef"] * (C / alloc.get("c_unit", 1.0)) ** alloc["exponent"]
-        return C / (laws.FLOPS_PER_PARAM_TOKEN * n**2)
+        return C / (FLOPS_PER_PARAM_TOKEN * n**2)
     if kind == "projections":
         n, d = np.array(alloc["pairs"], float).T
         slope, intercept = np.polyfit(np.log(6 * n * d), np.log(d / n), 1)
         return np.exp(intercept + slope * np.log(C))
     if kind == "parametric":
-        n, d = laws.compute_optimal(alloc, C)
+        n, d = compute_optimal(alloc, C)
         return d / n
     if kind == "d_power":
         anchor = alloc.get("anchor")
@@ -87,11 +88,11 @@ def tokens_per_param(law: dict, C) -> np.ndarray:
             d = anchor["D"] * (C / anchor["C"]) ** alloc["exponent"]
         else:
             d = alloc["coef"] * C ** alloc["exponent"]
-        return d / (C / (laws.FLOPS_PER_PARAM_TOKEN * d))
+        return d / (C / (FLOPS_PER_PARAM_TOKEN * d))
     if kind == "m_d_power":
         m = alloc["m_coef"] * C ** alloc["a"]
         d = alloc["d_coef"] * C ** alloc["b"]
-        return laws.FLOPS_PER_PARAM_TOKEN * d / m
+        return FLOPS_PER_PARAM_TOKEN * d / m
     if kind == "ratio":
         return np.full_like(C, float(alloc["tokens_per_param"]))
     raise ValueError(f"published law {law.get('id')!r}: unknown allocation kind {kind!r}")
@@ -129,20 +130,31 @@ def _pyplot():
     return plt
 
 
+def _log_log(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int = 7, **more) -> None:
+    """Both axes logarithmic, labelled and titled, with a legend in small type."""
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title, **more)
+    ax.legend(fontsize=legend_size)
+
+
 def _save(fig, out) -> None:
+    """Lay the figure out, write it as one PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     from scalinglab.atomic import write_with
 
     fig.tight_layout()
     write_with(out, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
+    plt.close(fig)
 
 
 def draw_cs336_isoflops(out) -> None:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.envelope import fit_envelope
+    from scalinglab.fitting.isoflop import fit_isoflop
 
     plt = _pyplot()
     C, N, loss = load_cs336()
-    iso = laws.fit_isoflop(C, N, loss)
-    env = laws.fit_envelope(np.arange(len(C)), C, N, loss)
+    iso = fit_isoflop(C, N, loss)
+    env = fit_envelope(np.arange(len(C)), C, N, loss)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(np.unique(C))))
     for color, c in zip(colors, np.unique(C), strict=True):
@@ -167,26 +179,18 @@ def draw_cs336_isoflops(out) -> None:
             grid, fit.n_opt(grid), lw=1.2, label=f"{name}: N = {fit.k_n:.3g} C^{fit.a:.4f}"
         )[0]
         right.scatter(cs, [b.N_opt for b in fit.budgets], marker=marker, color=line.get_color())
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="N_opt",
-        title="Compute-optimal model size",
-    )
-    right.legend(fontsize=7)
+    _log_log(right, "compute C (FLOPs)", "N_opt", "Compute-optimal model size")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_porian_exponents(out) -> None:
-    from scalinglab.fitting import laws
+    from scalinglab.fitting.powerlaw import loglog_fit
 
     plt = _pyplot()
     pairs, fits = load_porian()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for rows, label in zip(porian_steps(pairs), PORIAN_STEPS, strict=True):
-        coef, a = laws.loglog_fit(rows["flops"], rows["n"])
+        coef, a = loglog_fit(rows["flops"], rows["n"])
         points = left.scatter(rows["flops"], rows["n"], s=10)
         grid = np.geomspace(rows["flops"].min(), rows["flops"].max(), 50)
         left.plot(
@@ -196,14 +200,13 @@ def draw_porian_exponents(out) -> None:
             lw=1,
             label=f"{label}: least-squares a={a:.3f}",
         )
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="N* (per budget)",
-        title="Porian et al. optimal pairs, RefinedWeb",
+    _log_log(
+        left,
+        "compute C (FLOPs)",
+        "N* (per budget)",
+        "Porian et al. optimal pairs, RefinedWeb",
+        legend_size=6,
     )
-    left.legend(fontsize=6)
     x = np.arange(len(PORIAN_STEPS))
     for shift, dataset, marker in ((-0.1, "rw", "o"), (0.1, "owt2", "s")):
         table = fits[fits["dataset"] == dataset]
@@ -237,7 +240,6 @@ def draw_porian_exponents(out) -> None:
     right.set(ylabel="a in N* ∝ C^a (95% CI)", title="From Kaplan to Chinchilla (arXiv 2406.19146)")
     right.legend(fontsize=7)
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_published_laws(out, study_fit: str | None = None) -> None:
@@ -266,17 +268,14 @@ def draw_published_laws(out, study_fit: str | None = None) -> None:
             grid, ratio * grid ** (study["b"] - study["a"]), color=line.get_color(), lw=1, ls="--"
         )
         ax.scatter(cs, [b["D_opt"] / b["N_opt"] for b in study["budgets"]], color="black", s=14)
-    ax.set(
-        xscale="log",
-        yscale="log",
+    _log_log(
+        ax,
+        "training compute C (FLOPs)",
+        "compute-optimal tokens per parameter D/N",
+        "Published compute-optimal allocations",
         ylim=(0.1, 1000),  # Kaplan's law falls to ~0.01 at 1e26 and would squash the rest
-        xlabel="training compute C (FLOPs)",
-        ylabel="compute-optimal tokens per parameter D/N",
-        title="Published compute-optimal allocations",
     )
-    ax.legend(fontsize=7, loc="best")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_published_hparams(out) -> None:
@@ -298,12 +297,11 @@ def draw_published_hparams(out) -> None:
         ax.legend(fontsize=6)
     fig.suptitle("Published hyperparameter laws (arXiv 2401.02954, 2404.06395, 2001.08361)")
     _save(fig, out)
-    plt.close(fig)
 
 
 def draw_epoch_refit(out, data: str | None) -> None:
-    from scalinglab.fitting import laws
     from scalinglab.fitting.bench import load_epoch
+    from scalinglab.fitting.parametric import fit_parametric
 
     if data is None:
         raise UserError(
@@ -311,7 +309,7 @@ def draw_epoch_refit(out, data: str | None) -> None:
             "pass --data PATH (the workflow reads it from config key paper.epoch_csv)"
         )
     N, D, loss = load_epoch(data)
-    fit = laws.fit_parametric(N, D, loss)
+    fit = fit_parametric(N, D, loss)
     published = {law["id"]: law for law in load_published_laws()["compute_optimal"]}
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -339,16 +337,10 @@ def draw_epoch_refit(out, data: str | None) -> None:
     for key in ("chinchilla_approach3", "epoch2024"):
         law = published[key]
         right.plot(grid, tokens_per_param(law, grid), label=law["label"])
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="compute C (FLOPs)",
-        ylabel="tokens per parameter",
-        title="Compute-optimal D/N from Method 3",
+    _log_log(
+        right, "compute C (FLOPs)", "tokens per parameter", "Compute-optimal D/N from Method 3"
     )
-    right.legend(fontsize=7)
     _save(fig, out)
-    plt.close(fig)
 
 
 FIGURES = {

@@ -100,7 +100,7 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
         best = _closest(optima, budget)
         if best is None or len(group) < 3:
             continue
-        # the same least-squares parabola in log N that laws.fit_isoflop fits per budget
+        # the same least-squares parabola in log N that fitting.isoflop fits per budget
         coeffs = np.polyfit(np.log(group["N"].to_numpy(float)), group["loss"].to_numpy(float), 2)
         grid = np.linspace(np.log(group["N"].min()), np.log(group["N"].max()), 100)
         ax.plot(np.exp(grid), np.polyval(coeffs, grid), "-", color=color, lw=1.2)

@@ -157,7 +157,7 @@ def isoflop_figure(runs: pd.DataFrame, result: dict, out: str) -> None:
             best = next((b for b in optima if np.isclose(b["C"], budget, rtol=1e-6)), None)
             if best is None or len(group) < 3:
                 continue
-            # the least-squares parabola in log N that laws.fit_isoflop fits per budget
+            # the least-squares parabola in log N that fitting.isoflop fits per budget
             x = np.log(group["N"].to_numpy(float))
             coeffs = np.polyfit(x, group["loss"].to_numpy(float), 2)
             xs = np.linspace(x.min(), x.max(), 100)
