@@ -15,15 +15,18 @@ import time
 
 import numpy as np
 
+from scalinglab.cli import grammar
+from scalinglab.cli.io import read_table, write_csv, write_json
 from scalinglab.errors import UserError
 
 
 def add_parser(methods) -> None:
+    """Add `schedule` to the methods of `scalinglab fit`."""
     from scalinglab.fitting.schedule_law import FORMS, HUBER_DELTA, TISSUE_LAMBDA
 
-    p = methods.add_parser(
-        "schedule",
-        help="a law of the whole loss curve under any LR schedule (Multi-Power Law, Tissue)",
+    p = grammar.verb(
+        methods, "schedule", run,
+        "a law of the whole loss curve under any LR schedule (Multi-Power Law, Tissue)",
         description=__doc__,
     )
     p.add_argument("--input", required=True,
@@ -52,7 +55,6 @@ def add_parser(methods) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--huber-delta", type=float, default=HUBER_DELTA,
                    help=f"Huber delta on log-loss residuals (default {HUBER_DELTA:g})")
-    p.set_defaults(func=run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,10 +102,14 @@ def _groups(runs: np.ndarray, steps: np.ndarray, path: str) -> dict[str, np.ndar
     return groups
 
 
+def _runs(df, path: str, args):
+    """The step of each row, and each run's rows (`_groups`)."""
+    steps = _steps(_numeric(df, path, args.step_col), path, args.step_col)
+    return steps, _groups(df[args.run_col].astype(str).to_numpy(), steps, path)
+
+
 def read_curves(args):
     """{run: (steps, loss)} from --input, rows with a missing loss dropped and counted."""
-    from scalinglab.cli.fit import read_table
-
     df = read_table(args.input)
     _columns(df, args.input, {"run": args.run_col, "step": args.step_col, "loss": args.loss_col})
     loss = _numeric(df, args.input, args.loss_col)
@@ -116,16 +122,12 @@ def read_curves(args):
     if len(bad):
         raise UserError(f"{args.input}: column {args.loss_col!r} has {len(bad)} non-positive "
                         f"value(s) (first: {loss[bad[0]]!r})")
-    steps = _steps(_numeric(df, args.input, args.step_col), args.input, args.step_col)
-    runs = df[args.run_col].astype(str).to_numpy()
-    groups = _groups(runs, steps, args.input)
+    steps, groups = _runs(df, args.input, args)
     return {run: (steps[rows], loss[rows]) for run, rows in groups.items()}, n_nan
 
 
 def read_schedules(args, wanted) -> dict[str, np.ndarray]:
     """{run: lr at steps 0..T} from --lr for the runs in `wanted` (other runs are ignored)."""
-    from scalinglab.cli.fit import read_table
-
     df = read_table(args.lr)
     _columns(df, args.lr, {"run": args.run_col, "step": args.step_col, "lr": args.lr_col})
     lr = _numeric(df, args.lr, args.lr_col)
@@ -133,9 +135,7 @@ def read_schedules(args, wanted) -> dict[str, np.ndarray]:
     if len(bad):
         raise UserError(f"{args.lr}: column {args.lr_col!r} must be finite and >= 0 "
                         f"(data row {bad[0] + 1}: {lr[bad[0]]!r})")
-    steps = _steps(_numeric(df, args.lr, args.step_col), args.lr, args.step_col)
-    runs = df[args.run_col].astype(str).to_numpy()
-    groups = _groups(runs, steps, args.lr)
+    steps, groups = _runs(df, args.lr, args)
     out = {}
     for run in wanted:
         if run not in groups:
@@ -194,8 +194,6 @@ def _train_runs(args, curves) -> list[str]:
 
 
 def run(args) -> int:
-    from scalinglab.atomic import write_json
-    from scalinglab.cli.fit import _finite_or_none
     from scalinglab.fitting import schedule_law as sl
 
     if args.bootstrap < 0:
@@ -253,21 +251,17 @@ def run(args) -> int:
             rows.append((name, c, pred, is_train))
     if args.predict_out:
         _write_predictions(args, rows)
-    write_json(args.out, _finite_or_none(result))
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 
 def _write_predictions(args, rows) -> None:
     import pandas as pd
 
-    from scalinglab.atomic import atomic_path
-
     table = pd.concat([
         pd.DataFrame({args.run_col: name, args.step_col: c.steps, args.loss_col: c.loss,
                       "pred": pred, "train": is_train})
         for name, c, pred, is_train in rows
     ])
-    with atomic_path(args.predict_out) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(args.predict_out, table)
     print(f"wrote {args.predict_out}")
