@@ -27,7 +27,7 @@ FLOPS_HELP = (
 def register(sub) -> None:
     """Add `fit METHOD` to the `scalinglab` parser's subparsers."""
     methods = grammar.group(sub, "fit", "fit a scaling law to a CSV of points (JSON out)",
-                            description=__doc__.split("\n\n")[0])
+                            description=__doc__.split("\n\n")[0], metavar="METHOD")
     _add_parametric(methods)
     _add_isoflop(methods)
     _add_envelope(methods)

@@ -13,11 +13,11 @@ import argparse
 from collections.abc import Callable
 
 
-def group(sub, name: str, help: str, description: str | None = None):
+def group(sub, name: str, help: str, description: str | None = None, metavar: str = "VERB"):
     """`scalinglab NAME VERB ...`: a parser whose verbs are added to the returned action."""
     parser = sub.add_parser(name, help=help, description=description or help)
-    return parser.add_subparsers(dest=f"{name}_verb", required=True, metavar="VERB",
-                                 help=f"what to do ({name} VERB --help for its options)")
+    return parser.add_subparsers(dest=f"{name}_verb", required=True, metavar=metavar,
+                                 help=f"what to do ({name} {metavar} --help for its options)")
 
 
 def verb(sub, name: str, func: Callable, help: str,
