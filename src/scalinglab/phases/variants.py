@@ -32,7 +32,6 @@ The `variants` section itself is `scalinglab.config.variants.VariantsConfig`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -522,17 +521,6 @@ class PhaseFiles:
     def branch_run_jsons(self, wildcards) -> list[str]:
         return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
                 for row in self._trained().itertuples()]
-
-
-def finite_or_none(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # -- the phase, on the shared abstraction (scalinglab.phases.base) ----------------------------
