@@ -1,7 +1,7 @@
 """`scalinglab data prepare|tokenizer|encode`: the corpus, its tokenizer and the token files.
 
-The work is done by `scalinglab.corpus` and `scalinglab.tokenizer`, imported inside the handlers
-(the config package they need imports torch; `--help` should not wait for it).
+The work is done by `scalinglab.data.corpus` and `scalinglab.data.tokenizer` (the tokenizers
+library is imported inside their functions).
 """
 
 from __future__ import annotations
@@ -10,25 +10,21 @@ from pathlib import Path
 
 from scalinglab.cli import grammar
 from scalinglab.cli.io import study_config
+from scalinglab.data.corpus import prepare_corpus, validate_corpus
+from scalinglab.data.tokenizer import encode_corpus, train_tokenizer
 
 
 def _prepare(args) -> None:
-    from scalinglab.data.corpus import prepare_corpus, validate_corpus
-
     cfg = study_config(args.config)
     validate_corpus(cfg.corpus)
     prepare_corpus(cfg.corpus, cfg.seed, Path(args.out_dir))
 
 
 def _tokenizer(args) -> None:
-    from scalinglab.data.tokenizer import train_tokenizer
-
     train_tokenizer(Path(args.corpus_dir) / "train.jsonl", args.vocab_size, Path(args.out))
 
 
 def _encode(args) -> None:
-    from scalinglab.data.tokenizer import encode_corpus
-
     encode_corpus(Path(args.tokenizer), Path(args.corpus_dir), Path(args.out_dir))
 
 

@@ -2,8 +2,7 @@
 
 A missing, empty or unreadable input is a `UserError` that names the file (one line, exit 2);
 every output is written atomically (`scalinglab.atomic`), JSON as strict JSON (NaN and inf
-become null). pandas, yaml and the config package are imported inside the functions: the config
-package imports torch, and `scalinglab --help` needs none of them.
+become null). pandas is imported inside the readers: `scalinglab --help` should not wait for it.
 """
 
 from __future__ import annotations
@@ -12,7 +11,10 @@ import json
 import math
 from pathlib import Path
 
+import yaml
+
 from scalinglab import atomic
+from scalinglab.config import StudyConfig, from_dict, load_config
 from scalinglab.errors import UserError
 
 
@@ -56,8 +58,6 @@ def read_table(path: str):
 def study_config(path: str | None):
     """The study config from a resolved JSON spec, a YAML file (over no defaults file), or the
     built-in defaults when `path` is None."""
-    from scalinglab.config import StudyConfig, from_dict, load_config
-
     if path is None:
         return from_dict(StudyConfig, {})
     if str(path).endswith((".yaml", ".yml")):
@@ -68,8 +68,6 @@ def study_config(path: str | None):
 def merged_config(paths: list[str]) -> dict:
     """Merge YAML files the way `snakemake --configfile` does: later files override, mappings
     merge key by key, lists are replaced."""
-    import yaml
-
     merged: dict = {}
     for path in paths:
         try:

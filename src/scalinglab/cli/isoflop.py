@@ -2,21 +2,21 @@
 
 `plan` expands the study table and checks epochs, `collect` turns the finished runs into
 runs.csv and curves.csv, `plot` draws the phase's figures. The phase's fit is the law library's
-`fit isoflop` on runs.csv. The package modules are imported inside the handlers (pandas,
-matplotlib and the config package's torch take seconds; `--help` should not wait for them).
+`fit isoflop` on runs.csv. The planner, the metrics and the plots are imported inside the
+handlers: they import torch, pandas and matplotlib, which `--help` should not wait for.
 """
 
 from __future__ import annotations
 
 from scalinglab.cli import grammar
 from scalinglab.cli.io import read_json, study_config, write_csv
+from scalinglab.training.downstream import check_split
 
 FIGURES = ("loss-curves", "isoflop", "compute-optimal")
 
 
 def _plan(args) -> None:
     from scalinglab.phases.study import check_epochs, plan_isoflop
-    from scalinglab.training.downstream import check_split
 
     cfg = study_config(args.config)
     meta = read_json(args.meta, "token metadata")

@@ -8,7 +8,7 @@ train|fit|attention`; `paper-figure NAME`. Each group's module declares its verb
 done by the package module that owns the concept. A `UserError` becomes one line on stderr and
 exit code 2.
 
-The package modules are imported inside the handlers: most of them import pandas or torch
+The phase registry is imported inside `check-config`'s handler: it imports torch and pandas
 (seconds), which `--help` and a mistyped option should not wait for.
 """
 
@@ -19,8 +19,14 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from scalinglab.atomic import write_text
 from scalinglab.cli import grammar
 from scalinglab.cli.io import merged_config
+from scalinglab.config import StudyConfig, from_dict
+from scalinglab.config.reference import markdown_table
+from scalinglab.data.corpus import validate_corpus
 from scalinglab.errors import EXIT_USER_ERROR, UserError
 
 __all__ = ["build_parser", "main", "merged_config"]
@@ -28,8 +34,6 @@ __all__ = ["build_parser", "main", "merged_config"]
 
 def _check_config(args) -> None:
     from scalinglab import phases
-    from scalinglab.config import StudyConfig, from_dict
-    from scalinglab.data.corpus import validate_corpus
 
     cfg = from_dict(StudyConfig, merged_config(args.configs))
     lines = phases.summary(cfg)  # every phase of the registry plans itself
@@ -38,8 +42,6 @@ def _check_config(args) -> None:
 
 
 def _write_spec(args) -> None:
-    from scalinglab.atomic import write_text
-
     try:
         json.loads(args.spec)
     except json.JSONDecodeError as err:
@@ -48,10 +50,6 @@ def _write_spec(args) -> None:
 
 
 def _config_reference(args) -> None:
-    import yaml
-
-    from scalinglab.config.reference import markdown_table
-
     try:
         schema = yaml.safe_load(Path(args.schema).read_text())
     except FileNotFoundError:

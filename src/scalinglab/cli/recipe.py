@@ -3,7 +3,7 @@
 `recipe fit` fits N_opt, D_opt and L_opt against C on the IsoFLOP runs, `recipe make` evaluates
 the fits at a compute budget, `validation spec` writes the spec of the run that tests the
 recipe and `validation fit` compares the prediction with that run. The work is done in
-`scalinglab.recipe` and `plots.hparams`, imported inside the handlers: they import pandas,
+`phases.recipe` and `plots.hparams`, imported inside the handlers: they import torch, pandas,
 scipy and matplotlib, which `--help` should not wait for.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from scalinglab import atomic
 from scalinglab.cli import grammar
 from scalinglab.cli.io import read_csv, read_json, study_config, write_json
+from scalinglab.config import to_dict
 from scalinglab.errors import UserError
 
 RECIPE_OUT = "results/recipe.json"
@@ -26,7 +27,6 @@ FIT_TARGETS = {
 
 
 def _fit(args) -> None:
-    from scalinglab.config import to_dict
     from scalinglab.phases.recipe import fit_compute_optimal
 
     cfg = study_config(args.config)

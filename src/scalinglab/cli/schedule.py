@@ -18,12 +18,11 @@ import numpy as np
 from scalinglab.cli import grammar
 from scalinglab.cli.io import read_table, write_csv, write_json
 from scalinglab.errors import UserError
+from scalinglab.fitting import schedule_law as sl
 
 
 def add_parser(methods) -> None:
     """Add `schedule` to the methods of `scalinglab fit`."""
-    from scalinglab.fitting.schedule_law import FORMS, HUBER_DELTA, TISSUE_LAMBDA
-
     p = grammar.verb(
         methods, "schedule", run,
         "a law of the whole loss curve under any LR schedule (Multi-Power Law, Tissue)",
@@ -38,9 +37,9 @@ def add_parser(methods) -> None:
     p.add_argument("--train-runs",
                    help="comma-separated runs to fit on (default: every run); the rest are "
                    "predicted only")
-    p.add_argument("--form", choices=FORMS, default="mpl",
+    p.add_argument("--form", choices=sl.FORMS, default="mpl",
                    help="mpl: Multi-Power Law, 7 parameters (default); tissue: L0 + A S1^-alpha "
-                   f"- C S2, 4 parameters, lambda fixed at {TISSUE_LAMBDA}")
+                   f"- C S2, 4 parameters, lambda fixed at {sl.TISSUE_LAMBDA}")
     p.add_argument("--run-col", default="run", help="run column in both tables (default run)")
     p.add_argument("--step-col", default="step",
                    help="step column in both tables (default step)")
@@ -53,8 +52,8 @@ def add_parser(methods) -> None:
                    "each distinct resample is refitted once (3 runs: at most 10 refits, about "
                    "20 s on upstream's curves); default 0: no intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--huber-delta", type=float, default=HUBER_DELTA,
-                   help=f"Huber delta on log-loss residuals (default {HUBER_DELTA:g})")
+    p.add_argument("--huber-delta", type=float, default=sl.HUBER_DELTA,
+                   help=f"Huber delta on log-loss residuals (default {sl.HUBER_DELTA:g})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,8 +154,6 @@ def read_schedules(args, wanted) -> dict[str, np.ndarray]:
 
 
 def _curves(args):
-    from scalinglab.fitting.schedule_law import Curve, forward_area
-
     table, n_nan = read_curves(args)
     schedules = read_schedules(args, table)
     curves = {}
@@ -165,14 +162,14 @@ def _curves(args):
         if steps[-1] >= len(lr):
             raise UserError(f"{args.lr}: run {run!r} ends at step {len(lr) - 1}, but "
                             f"{args.input} has an evaluation at step {steps[-1]}")
-        s1 = forward_area(lr, steps)
+        s1 = sl.forward_area(lr, steps)
         if not s1[0] > 0:
             raise UserError(
                 f"{args.input}: run {run!r}: at step {steps[0]} the LR summed over steps "
                 f"1..{steps[0]} is 0, where the law is undefined; drop evaluations before the "
                 "first step with lr > 0"
             )
-        curves[run] = Curve(lr=lr, steps=steps, loss=loss, name=run)
+        curves[run] = sl.Curve(lr=lr, steps=steps, loss=loss, name=run)
     return curves, n_nan
 
 
@@ -194,8 +191,6 @@ def _train_runs(args, curves) -> list[str]:
 
 
 def run(args) -> int:
-    from scalinglab.fitting import schedule_law as sl
-
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")
     if not args.huber_delta > 0:
