@@ -32,7 +32,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m scalinglab bench train
-	$(BIN)/python -m scalinglab bench-fit
+	$(BIN)/python -m scalinglab bench fit
 
 clean:
 	rm -rf results/* .snakemake report.html

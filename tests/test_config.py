@@ -274,12 +274,12 @@ def test_snakemake_validate_rejects_bad_configs(data):
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    from scalinglab.cli import main as cli
+    from scalinglab.cli import io as cli
     from scalinglab.data.corpus import validate_corpus
     from scalinglab.phases.study import check_config
 
     merged = cli.merged_config([str(REPO / "config.yaml")])
-    cli._deep_update(merged, copy.deepcopy(data))
+    cli.deep_update(merged, copy.deepcopy(data))
     with pytest.raises(WorkflowError) as err:
         validate(copy.deepcopy(merged), str(REPO / "workflow/schemas/config.schema.yaml"))
     cause = err.value.__context__  # raised while handling jsonschema's error

@@ -68,7 +68,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     spec_path = write_spec(tmp_path / "spec.json", spec)
     jobs.train_stable(spec_path, tokens, tmp_path / "one")
 
-    args = ["train-stable", "--spec", spec_path, "--data-dir", tokens,
+    args = ["train", "stable", "--spec", spec_path, "--data-dir", tokens,
             "--out-dir", tmp_path / "two", "--threads", "2", "--processes", "2"]
     # what the workflow's rule runs: the verb re-runs itself as two torchrun workers
     command = f"python -m scalinglab {shlex.join(str(a) for a in args)}"
@@ -137,7 +137,7 @@ def test_batch_not_divisible_by_the_processes_is_a_user_error(tmp_path, monkeypa
     tokens = write_token_dir(tmp_path / "tokens")
     spec_path = write_spec(tmp_path / "spec.json", tiny_spec())  # batch_size 4
     monkeypatch.setenv("WORLD_SIZE", "3")
-    code = cli.main(["train-stable", "--spec", str(spec_path), "--data-dir", str(tokens),
+    code = cli.main(["train", "stable", "--spec", str(spec_path), "--data-dir", str(tokens),
                      "--out-dir", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
@@ -146,7 +146,7 @@ def test_batch_not_divisible_by_the_processes_is_a_user_error(tmp_path, monkeypa
 
     # the workflow's command checks it before it starts torchrun
     monkeypatch.delenv("WORLD_SIZE")
-    code = cli.main(["train-stable", "--spec", str(spec_path), "--data-dir", str(tokens),
+    code = cli.main(["train", "stable", "--spec", str(spec_path), "--data-dir", str(tokens),
                      "--out-dir", str(tmp_path / "out"), "--processes", "3"])
     assert code == 2
     assert "batch_size=4 is not divisible by 3" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def test_plan_study_refuses_a_split_too_small_before_any_run_trains(tmp_path, ca
     (tmp_path / "study.json").write_text(json.dumps(to_dict(cfg)))
     meta = {"train_tokens": 10**9, "val_tokens": 400 * 80 - 1}
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    args = ["plan-study", "--config", str(tmp_path / "study.json"), "--meta",
+    args = ["isoflop", "plan", "--config", str(tmp_path / "study.json"), "--meta",
             str(tmp_path / "meta.json"), "--out", str(tmp_path / "plan.csv")]
     assert cli.main(args) == 2
     assert "downstream.items: 400 items of 80 tokens need 32,000" in capsys.readouterr().err
@@ -224,7 +224,7 @@ def test_under_two_processes_rank_0_scores_the_branch(tmp_path):
 
     tokens, _, spec_path, checkpoint = trained_stable(tmp_path)
     train.decay_branch(spec_path, "C1", checkpoint, tokens, tmp_path / "one")
-    args = ["decay-branch", "--spec", spec_path, "--label", "C1", "--checkpoint", checkpoint,
+    args = ["train", "branch", "--spec", spec_path, "--label", "C1", "--checkpoint", checkpoint,
             "--data-dir", tokens, "--out-dir", tmp_path / "two", "--threads", "2",
             "--processes", "2"]
     done = subprocess.run(f"python -m scalinglab {shlex.join(str(a) for a in args)}",
@@ -252,7 +252,7 @@ def synthetic_runs(path: Path) -> Path:
 def test_downstream_fit_cli_writes_the_fit_and_the_figure(tmp_path):
     runs = synthetic_runs(tmp_path / "runs.csv")
     out, figure = tmp_path / "fits" / "downstream.json", tmp_path / "downstream.png"
-    assert cli.main(["downstream-fit", "--runs", str(runs), "--out", str(out), "--figure",
+    assert cli.main(["downstream", "fit", "--runs", str(runs), "--out", str(out), "--figure",
                      str(figure), "--bootstrap", "100"]) == 0
     fit = json.loads(out.read_text())
     assert fit["n_points"] == 18 and fit["chance"] == 0.25
@@ -266,7 +266,7 @@ def test_downstream_fit_cli_writes_the_fit_and_the_figure(tmp_path):
 def test_downstream_fit_cli_without_accuracies_exits_2_naming_the_column(tmp_path, capsys):
     runs = tmp_path / "runs.csv"
     pd.DataFrame({"loss": [3.0, 4.0], "C": [1, 2]}).to_csv(runs, index=False)
-    args = ["downstream-fit", "--runs", str(runs), "--out", str(tmp_path / "f.json"),
+    args = ["downstream", "fit", "--runs", str(runs), "--out", str(tmp_path / "f.json"),
             "--figure", str(tmp_path / "f.png")]
     assert cli.main(args) == 2
     assert "no column 'accuracy'" in capsys.readouterr().err
@@ -310,8 +310,8 @@ def test_recipe_predicts_the_accuracy_and_validate_checks_it(tmp_path):
 
     def plan(laws: dict) -> dict:
         (fits / "compute_optimal.json").write_text(json.dumps(laws))
-        assert cli.main(["plan", "--fits", str(fits), "--compute", str(compute), "--hparams",
-                         "config", "--out", str(tmp_path / "recipe.json")]) == 0
+        assert cli.main(["recipe", "make", "--fits", str(fits), "--compute", str(compute),
+                         "--hparams", "config", "--out", str(tmp_path / "recipe.json")]) == 0
         return json.loads((tmp_path / "recipe.json").read_text())
 
     assert laws["study"]["downstream"]["enabled"] is False

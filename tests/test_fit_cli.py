@@ -395,8 +395,8 @@ def test_named_flops_or_run_column_must_exist(tmp_path, capsys):
 
 
 def test_non_finite_numbers_are_written_as_null():
-    from scalinglab.cli.fit import _finite_or_none
+    from scalinglab.cli.io import finite_or_none
 
-    cleaned = _finite_or_none({"ci": {"a": [float("nan"), 0.5]}, "x": np.float64("inf"), "n": 3})
+    cleaned = finite_or_none({"ci": {"a": [float("nan"), 0.5]}, "x": np.float64("inf"), "n": 3})
     assert cleaned == {"ci": {"a": [None, 0.5]}, "x": None, "n": 3}
     json.dumps(cleaned, allow_nan=False)

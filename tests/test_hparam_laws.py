@@ -203,7 +203,7 @@ def user_error(tmp_path, capsys, df: pd.DataFrame, *extra) -> str:
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, change, extra, fragments):
     err = user_error(tmp_path, capsys, change(sweep()), *extra)
-    assert err.startswith("scalinglab fit: error: "), err
+    assert err.startswith("scalinglab fit hparams: error: "), err
     for fragment in fragments:
         assert fragment in err, err
 

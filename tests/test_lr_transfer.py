@@ -121,7 +121,7 @@ def test_plan_cli_bad_input_is_exit_2_naming_the_key(tmp_path, capsys):
     data["widths"] = [16, 64]
     spec.write_text(json.dumps({"parametrization": {"base_width": 32}, "lr_transfer": data}))
     out = tmp_path / "plan.csv"
-    assert cli.main(["lr-transfer-plan", "--config", str(spec), "--out", str(out)]) == 2
+    assert cli.main(["lr-transfer", "plan", "--config", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "lr_transfer.widths[0]" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -253,7 +253,7 @@ def test_cli_writes_fit_table_and_figure(tmp_path):
         (folder / "run.json").write_text(json.dumps(record))
         paths.append(str(folder / "run.json"))
     out, table, png = tmp_path / "fit.json", tmp_path / "runs.csv", tmp_path / "lr.png"
-    assert cli.main(["lr-transfer", "--runs", *paths, "--out", str(out), "--runs-out",
+    assert cli.main(["lr-transfer", "fit", "--runs", *paths, "--out", str(out), "--runs-out",
                      str(table), "--figure", str(png)]) == 0
     fit = json.loads(out.read_text())
     assert fit["parametrizations"]["sp"]["slope"] == pytest.approx(-1.0, abs=1e-9)

@@ -116,20 +116,20 @@ def test_recipe_refuses_a_compute_below_one_step():
 
 
 def test_plan_without_fits_exits_2_naming_the_file_and_target(tmp_path, capsys):
-    assert cli.main(["plan", "--fits", str(tmp_path), "--compute", "1e15",
+    assert cli.main(["recipe", "make", "--fits", str(tmp_path), "--compute", "1e15",
                      "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "compute_optimal.json" in err and "snakemake results/fits/compute_optimal.json" in err
     (tmp_path / "compute_optimal.json").write_text(json.dumps(compute_fit(n_boot=20)))
-    assert cli.main(["plan", "--fits", str(tmp_path), "--compute", "1e15",
+    assert cli.main(["recipe", "make", "--fits", str(tmp_path), "--compute", "1e15",
                      "--out", str(tmp_path / "r.json")]) == 2
     assert "hparams.json" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
-    assert cli.main(["plan", "--fits", str(tmp_path), "--compute", "1e5", "--hparams", "config",
-                     "--out", str(tmp_path / "r.json")]) == 2
+    assert cli.main(["recipe", "make", "--fits", str(tmp_path), "--compute", "1e5",
+                     "--hparams", "config", "--out", str(tmp_path / "r.json")]) == 2
     assert "--compute" in capsys.readouterr().err
-    assert cli.main(["plan", "--fits", str(tmp_path), "--compute", "1e15", "--hparams", "config",
-                     "--out", str(tmp_path / "r.json")]) == 0
+    assert cli.main(["recipe", "make", "--fits", str(tmp_path), "--compute", "1e15",
+                     "--hparams", "config", "--out", str(tmp_path / "r.json")]) == 0
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["compute"] == 1e15 and written["shape"]["n_layer"] >= 1
 

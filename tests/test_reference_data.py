@@ -85,7 +85,7 @@ def test_epoch_varpro_is_close_to_the_direct_fit(epoch):
 
 def test_bench_fit_runs(ref, capsys):
     data = ref / "epoch-chinchilla" / "svg_extracted_data.csv"
-    assert main(["bench-fit", "--data", str(data), "--bootstrap", "20"]) == 0
+    assert main(["bench", "fit", "--data", str(data), "--bootstrap", "20"]) == 0
     out = capsys.readouterr().out
     assert "points: 240" in out and "ms/refit" in out and "alpha=0.347" in out
 

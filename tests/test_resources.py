@@ -214,7 +214,7 @@ def test_a_cpu_study_asks_for_no_gpu_and_names_no_model(tmp_path):
 
 
 def test_every_rule_that_trains_takes_its_resources_from_one_factory():
-    """The rules whose shell runs train-stable or decay-branch are written once, in train.smk,
+    """The rules whose shell runs `train stable` or `train branch` are written once, in train.smk,
     and ask runtime, mem_mb, gpu, gpu_model and slurm_extra of one `JobResources` object, so a
     new phase's training job cannot miss the GPU or the signal: no other rule file trains."""
     found = {}
@@ -222,11 +222,11 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
         text = path.read_text()
         factories = set(re.findall(r"^\s+(\w+) = JobResources\.of\(", text, re.M))
         for body in text.split("rule:\n")[1:]:
-            if not re.search(r"python -m scalinglab (train-stable|decay-branch) ", body):
+            if not re.search(r"python -m scalinglab train (stable|branch) ", body):
                 continue
             name = re.match(r"\s+name:\n\s+f\"(\w+)\{group\.name\}\"", body)
             assert name, path.name  # a rule in a loop is named after its training group
-            assert re.search(r"python -m scalinglab (train-stable|decay-branch) ", body)
+            assert re.search(r"python -m scalinglab train (stable|branch) ", body)
             found[name.group(1)] = path.name
             block = body.split("resources:\n")[1].split("params:")[0]
             asked = re.findall(r"^\s+(\w+)=(\w+)\.(\w+),$", block, re.M)
@@ -235,7 +235,7 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
             owners = {owner for _, owner, _ in asked}
             assert len(owners) == 1 and owners <= factories, (name, owners)
         if path.name != "train.smk":
-            assert not re.search(r"python -m scalinglab (train-stable|decay-branch) ", text), path
+            assert not re.search(r"python -m scalinglab train (stable|branch) ", text), path
     assert found == {"train_stable_": "train.smk", "decay_branch_": "train.smk"}
 
 

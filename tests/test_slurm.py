@@ -228,7 +228,7 @@ def interrupted_run(local_slurm, tmp_path_factory):
 
     # the same series uninterrupted, on the same spec and tokens, while the rerun goes on
     reference = subprocess.Popen(
-        [sys.executable, "-m", "scalinglab", "train-stable", "--spec",
+        [sys.executable, "-m", "scalinglab", "train", "stable", "--spec",
          f"results/specs/isoflop/{series}.json", "--data-dir", "results/data/tokens",
          "--out-dir", str(workdir / "reference"), "--threads", "1"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())

@@ -123,7 +123,7 @@ def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, section, key):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**BASE, "variants": dict(SECTION, **section)}))
     out = tmp_path / "plan.csv"
-    assert cli.main(["variants-plan", "--config", str(bad), "--out", str(out)]) == 2
+    assert cli.main(["variants", "plan", "--config", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert key in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
@@ -203,7 +203,7 @@ def test_fit_json_has_frontier_laws_with_intervals_and_the_comparison(tmp_path):
     runs_csv = tmp_path / "runs.csv"
     runs.to_csv(runs_csv, index=False)
     fit = tmp_path / "sp_vs_mup.json"
-    assert cli.main(["variants-fit", "--runs", str(runs_csv), "--out", str(fit),
+    assert cli.main(["variants", "fit", "--runs", str(runs_csv), "--out", str(fit),
                      "--bootstrap", "200", "--reference", "sp"]) == 0
     result = json.loads(fit.read_text())
     for name, lr in (("sp", 3e-3), ("mup", 8e-3)):
@@ -224,7 +224,7 @@ def test_fit_json_has_frontier_laws_with_intervals_and_the_comparison(tmp_path):
     assert all(g["relative_gap"] < 0 for g in mup["loss_gap"])  # coef 28 < 30
     assert mup["verdict"] == "scale alike"
     png = tmp_path / "sp_vs_mup.png"
-    assert cli.main(["variants-plot", "frontier", "--runs", str(runs_csv), "--fit", str(fit),
+    assert cli.main(["variants", "plot", "frontier", "--runs", str(runs_csv), "--fit", str(fit),
                      "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
@@ -233,7 +233,7 @@ def test_an_unknown_reference_is_a_user_error(tmp_path, capsys):
     runs_csv = tmp_path / "runs.csv"
     frontier_runs("sp", "sp", 3e-3, 30.0, -0.05, 0).to_csv(runs_csv, index=False)
     out = tmp_path / "fit.json"
-    assert cli.main(["variants-fit", "--runs", str(runs_csv), "--out", str(out),
+    assert cli.main(["variants", "fit", "--runs", str(runs_csv), "--out", str(out),
                      "--reference", "mup", "--bootstrap", "10"]) == 2
     assert "reference 'mup'" in capsys.readouterr().err and not out.exists()
 

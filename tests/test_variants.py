@@ -170,7 +170,7 @@ def test_bad_variant_exits_2_naming_the_key(tmp_path, capsys, change, key):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**BASE, "variants": dict(SECTION, models=models)}))
     out = tmp_path / "plan.csv"
-    assert cli.main(["variants-plan", "--config", str(bad), "--out", str(out)]) == 2
+    assert cli.main(["variants", "plan", "--config", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert key in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
@@ -235,13 +235,13 @@ def test_fit_and_plot_cli_write_json_and_figures(tmp_path):
     runs_csv = tmp_path / "runs.csv"
     runs.to_csv(runs_csv, index=False)
     fit = tmp_path / "variants.json"
-    assert cli.main(["variants-fit", "--runs", str(runs_csv), "--out", str(fit),
+    assert cli.main(["variants", "fit", "--runs", str(runs_csv), "--out", str(fit),
                      "--bootstrap", "50"]) == 0
     result = json.loads(fit.read_text())
     assert result["variants"]["moe"]["isoflop"]["ci"]["a"][0] < 0.46
     for figure in ("envelope", "isoflop"):
         png = tmp_path / f"{figure}.png"
-        assert cli.main(["variants-plot", figure, "--runs", str(runs_csv), "--fit", str(fit),
+        assert cli.main(["variants", "plot", figure, "--runs", str(runs_csv), "--fit", str(fit),
                          "--out", str(png)]) == 0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 

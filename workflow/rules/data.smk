@@ -34,7 +34,7 @@ rule prepare_corpus:
     params:
         out_dir=subpath(output.manifest, parent=True),
     shell:
-        "python -m scalinglab prepare-corpus --config {input.spec} --out-dir {params.out_dir}"
+        "python -m scalinglab data prepare --config {input.spec} --out-dir {params.out_dir}"
         " > {log} 2>&1"
 
 
@@ -53,7 +53,7 @@ rule train_tokenizer:
         corpus_dir=subpath(input.train, parent=True),
         vocab_size=STUDY.tokenizer.vocab_size,
     shell:
-        "python -m scalinglab train-tokenizer --corpus-dir {params.corpus_dir}"
+        "python -m scalinglab data tokenizer --corpus-dir {params.corpus_dir}"
         " --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
 
 
@@ -76,7 +76,7 @@ rule encode_corpus:
         corpus_dir=subpath(input.train, parent=True),
         out_dir=subpath(output.meta, parent=True),
     shell:
-        "python -m scalinglab encode-corpus --tokenizer {input.tokenizer}"
+        "python -m scalinglab data encode --tokenizer {input.tokenizer}"
         " --corpus-dir {params.corpus_dir} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -95,5 +95,5 @@ rule plan_study:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab plan-study --config {input.spec} --meta {input.meta}"
+        "python -m scalinglab isoflop plan --config {input.spec} --meta {input.meta}"
         " --out {output} > {log} 2>&1"

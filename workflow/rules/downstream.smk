@@ -19,5 +19,5 @@ rule fit_downstream:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab downstream-fit --runs {input.runs} --out {output.fit}"
+        "python -m scalinglab downstream fit --runs {input.runs} --out {output.fit}"
         " --figure {output.figure} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule plan_hparams:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab hparams-plan --config {input.spec} --out {output} > {log} 2>&1"
+        "python -m scalinglab hparams plan --config {input.spec} --out {output} > {log} 2>&1"
 
 
 rule fit_hparams:
@@ -44,7 +44,7 @@ rule fit_hparams:
         near_optimal=STUDY.hparams.near_optimal,
         target=recipe.validation_compute(STUDY),
     shell:
-        "python -m scalinglab hparams-fit --runs {input.runs}"
+        "python -m scalinglab hparams fit --runs {input.runs}"
         " --near-optimal {params.near_optimal} --target-compute {params.target}"
         " --out {output.fit} --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"
 
@@ -69,6 +69,6 @@ rule fit_critical_batch:
         losses=" ".join(map(str, STUDY.critical_batch.losses)),
         n_losses=STUDY.critical_batch.n_losses,
     shell:
-        "python -m scalinglab critical-batch-fit --runs {input.runs} --losses {params.losses}"
+        "python -m scalinglab critical-batch fit --runs {input.runs} --losses {params.losses}"
         " --n-losses {params.n_losses} --out {output.fit} --figure {output.figure}"
         " > {log} 2>&1"

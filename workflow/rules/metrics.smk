@@ -12,6 +12,6 @@ rule collect_metrics:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab collect-metrics --stable {input.stable}"
+        "python -m scalinglab isoflop collect --stable {input.stable}"
         " --branches {input.branches} --runs-out {output.runs}"
         " --curves-out {output.curves} > {log} 2>&1"

@@ -45,7 +45,7 @@ rule plan_lr_transfer:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab lr-transfer-plan --config {input.spec} --out {output}"
+        "python -m scalinglab lr-transfer plan --config {input.spec} --out {output}"
         " > {log} 2>&1"
 
 
@@ -67,5 +67,5 @@ rule fit_lr_transfer:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab lr-transfer --runs {input.runs} --out {output.fit}"
+        "python -m scalinglab lr-transfer fit --runs {input.runs} --out {output.fit}"
         " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"

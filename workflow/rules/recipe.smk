@@ -22,7 +22,7 @@ rule fit_compute_optimal:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab fit-compute-optimal --runs {input.runs} --config {input.spec}"
+        "python -m scalinglab recipe fit --runs {input.runs} --config {input.spec}"
         " --out {output} > {log} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule make_recipe:
         compute=recipe.validation_compute(STUDY),
         hparams="fits" if STUDY.hparams.enabled else "config",
     shell:
-        "python -m scalinglab plan --fits {params.fits} --compute {params.compute}"
+        "python -m scalinglab recipe make --fits {params.fits} --compute {params.compute}"
         " --hparams {params.hparams} --out {output} > {log} 2>&1"
 
 
@@ -60,7 +60,7 @@ rule validation_spec:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab validation-spec --config {input.spec} --recipe {input.recipe}"
+        "python -m scalinglab validation spec --config {input.spec} --recipe {input.recipe}"
         " --meta {input.meta} --out {output} > {log} 2>&1"
 
 
@@ -83,5 +83,5 @@ rule fit_validation:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab validation-fit --recipe {input.recipe} --run {input.run}"
+        "python -m scalinglab validation fit --recipe {input.recipe} --run {input.run}"
         " --fit {input.fit} --out {output.fit} --figure {output.figure} > {log} 2>&1"

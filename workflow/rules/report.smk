@@ -14,7 +14,7 @@ rule plot_loss_curves:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab plot loss-curves --curves {input.curves} --out {output}"
+        "python -m scalinglab isoflop plot loss-curves --curves {input.curves} --out {output}"
         " > {log} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule plot_isoflop:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab plot isoflop --runs {input.runs} --fit {input.fit}"
+        "python -m scalinglab isoflop plot isoflop --runs {input.runs} --fit {input.fit}"
         " --out {output} > {log} 2>&1"
 
 
@@ -56,5 +56,5 @@ rule plot_compute_optimal:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab plot compute-optimal --runs {input.runs} --fit {input.fit}"
+        "python -m scalinglab isoflop plot compute-optimal --runs {input.runs} --fit {input.fit}"
         " --out {output} > {log} 2>&1"

@@ -47,7 +47,7 @@ for group in TRAINING_GROUPS:
             data_dir=subpath(input.meta, parent=True),
             out_dir=subpath(output.run, parent=True),
         shell:
-            "python -m scalinglab train-stable --spec {input.spec} --data-dir {params.data_dir}"
+            "python -m scalinglab train stable --spec {input.spec} --data-dir {params.data_dir}"
             " --out-dir {params.out_dir} --threads {threads}"
             " --processes {resources.processes} > {log} 2>&1"
 
@@ -87,7 +87,7 @@ for group in TRAINING_GROUPS:
                 data_dir=subpath(input.meta, parent=True),
                 out_dir=subpath(output.run, parent=True),
             shell:
-                "python -m scalinglab decay-branch --spec {input.spec} --label {wildcards.label}"
+                "python -m scalinglab train branch --spec {input.spec} --label {wildcards.label}"
                 " --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
                 " --out-dir {params.out_dir} --threads {threads}"
                 " --processes {resources.processes} > {log} 2>&1"

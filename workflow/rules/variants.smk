@@ -24,7 +24,7 @@ rule plan_variants:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab variants-plan --config {input.spec} --meta {input.meta}"
+        "python -m scalinglab variants plan --config {input.spec} --meta {input.meta}"
         " --out {output} > {log} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule collect_variant_metrics:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab variants-collect --stable {input.stable}"
+        "python -m scalinglab variants collect --stable {input.stable}"
         " --branches {input.branches} --runs-out {output.runs}"
         " --curves-out {output.curves} > {log} 2>&1"
 
@@ -62,7 +62,7 @@ rule fit_variants:
         seed=STUDY.seed,
         reference=VARIANTS.reference_args,
     shell:
-        "python -m scalinglab variants-fit --runs {input.runs} --out {output}"
+        "python -m scalinglab variants fit --runs {input.runs} --out {output}"
         " --seed {params.seed} {params.reference} > {log} 2>&1"
 
 
@@ -90,5 +90,5 @@ for kind in ("envelope", "isoflop", "frontier"):
         params:
             kind=kind,
         shell:
-            "python -m scalinglab variants-plot {params.kind} --runs {input.runs}"
+            "python -m scalinglab variants plot {params.kind} --runs {input.runs}"
             " --fit {input.fit} --out {output} > {log} 2>&1"

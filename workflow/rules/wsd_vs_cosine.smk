@@ -28,6 +28,6 @@ rule fit_wsd_vs_cosine:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab wsd-vs-cosine-fit --config {input.spec}"
+        "python -m scalinglab wsd-vs-cosine fit --config {input.spec}"
         " --runs {input.stable} {input.wsd} {input.cosine} --out {output.fit}"
         " --figure {output.figure} > {log} 2>&1"

@@ -1,16 +1,21 @@
-"""`scalinglab fit ...`, `bench-fit` and `paper-figure`: the command line of the fitting library.
+"""`scalinglab fit METHOD`: the law library (`scalinglab.fitting`) on any table of points.
 
 A thin layer over `scalinglab.fitting` (one module per method): read a table, check the
-columns, fit, write one JSON file.
-Bad input (a missing column, a non-positive value, too few rows, an unreadable file) raises a
-`UserError` that names the column or file, before anything is written.
+columns, fit, write one JSON file. Bad input (a missing column, a non-positive value, too few
+rows, an unreadable file) raises a `UserError` that names the column or file, before anything is
+written. The fitting modules import scipy (most of a second), so they are imported inside the
+handlers; `fit schedule` lives in `cli.schedule`.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
+import numpy as np
+
+from scalinglab.cli import grammar, schedule
+from scalinglab.cli.columns import Columns, flops_columns, require_named
+from scalinglab.cli.io import read_table, write_json
 from scalinglab.errors import UserError
 
 FLOPS_HELP = (
@@ -20,28 +25,15 @@ FLOPS_HELP = (
 
 
 def register(sub) -> None:
-    fit = sub.add_parser(
-        "fit", help="fit scaling laws to a CSV of runs (JSON out)", description=__doc__
-    )
-    methods = fit.add_subparsers(dest="method", required=True, metavar="METHOD")
+    """Add `fit METHOD` to the `scalinglab` parser's subparsers."""
+    methods = grammar.group(sub, "fit", "fit a scaling law to a CSV of points (JSON out)",
+                            description=__doc__.split("\n\n")[0], metavar="METHOD")
     _add_parametric(methods)
     _add_isoflop(methods)
     _add_envelope(methods)
     _add_powerlaw(methods)
-    from scalinglab.cli import schedule as schedule_cli
-
-    schedule_cli.add_parser(methods)
+    schedule.add_parser(methods)
     _add_hparams(methods)
-
-    from scalinglab.fitting import bench as bench_fit
-
-    bench = sub.add_parser("bench-fit", help="time Method 3 with bootstrap on Epoch's 240 points")
-    bench_fit.add_arguments(bench)
-    bench.set_defaults(func=bench_fit.run)
-
-    from scalinglab.plots.paper import register as register_paper
-
-    register_paper(sub)
 
 
 def _common(p, *, loss=True, bootstrap=1000) -> None:
@@ -50,73 +42,62 @@ def _common(p, *, loss=True, bootstrap=1000) -> None:
     p.add_argument("--n-col", default="N", help="model size column (default N)")
     if loss:
         p.add_argument("--loss-col", default="loss", help="loss column (default loss)")
-    p.add_argument(
-        "--bootstrap", type=int, default=bootstrap, help=f"resamples (default {bootstrap})"
-    )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    grammar.add_bootstrap(p, bootstrap)
+
+
+def _flops_options(p, *, tokens: str = "tokens column (default D, derived when absent)",
+                   flops: str = "FLOPs column (default C, derived when absent)") -> None:
+    p.add_argument("--c-col", help=flops)
+    p.add_argument("--d-col", help=tokens)
 
 
 def _add_parametric(methods) -> None:
-    p = methods.add_parser(
-        "parametric",
-        help="Method 3: L = E + A/N^alpha + B/D^beta (Huber, L-BFGS-B, grid starts)",
+    p = grammar.verb(
+        methods, "parametric", run_parametric,
+        "Method 3: L = E + A/N^alpha + B/D^beta (Huber, L-BFGS-B, grid starts)",
         description="Method 3 fitted as Epoch AI refitted Chinchilla (arXiv 2404.10102). "
         + FLOPS_HELP,
     )
     _common(p)
-    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
-    p.add_argument("--c-col", help="FLOPs column, used when D is absent (default C)")
+    _flops_options(p, flops="FLOPs column, used when D is absent (default C)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
-    p.add_argument(
-        "--at-compute",
-        type=float,
-        nargs="+",
-        default=[],
-        metavar="C",
-        help="report N_opt, D_opt, tokens/param and loss at these FLOP budgets",
-    )
+    p.add_argument("--at-compute", type=float, nargs="+", default=[], metavar="C",
+                   help="report N_opt, D_opt, tokens/param and loss at these FLOP budgets")
     p.add_argument("--fix-alpha", type=float, help="hold alpha at this value")
     p.add_argument("--fix-beta", type=float, help="hold beta at this value")
     p.add_argument("--workers", type=int, help="bootstrap processes (default: one per core)")
-    p.set_defaults(func=run_parametric)
 
 
 def _add_isoflop(methods) -> None:
-    p = methods.add_parser(
-        "isoflop",
-        help="Method 2: a parabola in log N per budget, then N_opt and D_opt power laws",
+    p = grammar.verb(
+        methods, "isoflop", run_isoflop,
+        "Method 2: a parabola in log N per budget, then N_opt and D_opt power laws",
         description="Method 2 (Hoffmann et al. 2203.15556, Approach 2). Budgets are the distinct "
         "values of the C column. " + FLOPS_HELP,
     )
     _common(p)
-    p.add_argument("--c-col", help="FLOPs column (default C, derived when absent)")
-    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
-    p.set_defaults(func=run_isoflop)
+    _flops_options(p)
 
 
 def _add_envelope(methods) -> None:
-    p = methods.add_parser(
-        "envelope",
-        help="Method 1: the lower envelope of training curves on a log-spaced FLOP grid",
+    p = grammar.verb(
+        methods, "envelope", run_envelope,
+        "Method 1: the lower envelope of training curves on a log-spaced FLOP grid",
         description="Method 1 (Hoffmann et al. 2203.15556, Approach 1). A long table, one row "
         "per evaluation; when every run has one row, the grid is the distinct budgets. "
         + FLOPS_HELP,
     )
     _common(p, bootstrap=200)
-    p.add_argument("--c-col", help="FLOPs column (default C, derived when absent)")
-    p.add_argument("--d-col", help="tokens column (default D, derived when absent)")
-    p.add_argument(
-        "--run-col",
-        help="run column (default run_id; when absent, every row is its own run)",
-    )
+    _flops_options(p)
+    p.add_argument("--run-col",
+                   help="run column (default run_id; when absent, every row is its own run)")
     p.add_argument("--grid-points", type=int, default=50, help="FLOP grid size (default 50)")
-    p.set_defaults(func=run_envelope)
 
 
 def _add_powerlaw(methods) -> None:
-    p = methods.add_parser(
-        "powerlaw",
-        help="y = coef * x^exponent (+ offset): LR, batch and loss laws",
+    p = grammar.verb(
+        methods, "powerlaw", run_powerlaw,
+        "y = coef * x^exponent (+ offset): LR, batch and loss laws",
         description="Log-log least squares; --offset fits y = offset + coef x^exponent by "
         "nonlinear least squares on relative residuals, from a grid of exponents.",
     )
@@ -125,15 +106,13 @@ def _add_powerlaw(methods) -> None:
     p.add_argument("--x-col", required=True, help="x column")
     p.add_argument("--y-col", required=True, help="y column")
     p.add_argument("--offset", action="store_true", help="fit y = offset + coef x^exponent")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.set_defaults(func=run_powerlaw)
+    grammar.add_bootstrap(p)
 
 
 def _add_hparams(methods) -> None:
-    p = methods.add_parser(
-        "hparams",
-        help="lr and batch laws from an LR x batch sweep (Step Law; DeepSeek eta(C), B(C))",
+    p = grammar.verb(
+        methods, "hparams", run_hparams,
+        "lr and batch laws from an LR x batch sweep (Step Law; DeepSeek eta(C), B(C))",
         description="Near-optimal runs: in each (N, D) group, the runs with |loss / group best "
         "- 1| < --near-optimal. Through them, least squares in logs: lr = coef N^exp_N D^exp_D "
         "and B = coef D^exp_D (Step Law, arXiv 2503.04715), and eta_opt = coef C^exponent, "
@@ -144,122 +123,17 @@ def _add_hparams(methods) -> None:
     p.add_argument("--d-col", default="D", help="training tokens column (default D)")
     p.add_argument("--lr-col", default="lr", help="peak learning rate column (default lr)")
     p.add_argument("--batch-col", default="batch", help="batch size column (default batch)")
-    p.add_argument(
-        "--batch-scale", type=float, default=1.0,
-        help="multiply the batch column by this, e.g. the sequence length when the column "
-        "counts sequences and the laws should be in tokens (default 1)",
-    )
-    p.add_argument(
-        "--c-col", help="compute column in FLOPs (default C; when absent, C = 6ND)"
-    )
-    p.add_argument(
-        "--near-optimal", type=float, default=0.0025,
-        help="tolerance: a run within this fraction of its group's best loss is near-optimal "
-        "(default 0.0025, Step Law's and DeepSeek's 0.25%%)",
-    )
-    p.set_defaults(func=run_hparams)
+    p.add_argument("--batch-scale", type=float, default=1.0,
+                   help="multiply the batch column by this, e.g. the sequence length when the "
+                   "column counts sequences and the laws should be in tokens (default 1)")
+    p.add_argument("--c-col", help="compute column in FLOPs (default C; when absent, C = 6ND)")
+    p.add_argument("--near-optimal", type=float, default=0.0025,
+                   help="tolerance: a run within this fraction of its group's best loss is "
+                   "near-optimal (default 0.0025, Step Law's and DeepSeek's 0.25%%)")
 
 
 # --------------------------------------------------------------------------------------------
-# Reading and checking the table
-
-
-def read_table(path: str):
-    """A DataFrame from CSV, JSON records or Parquet; a `UserError` naming the file otherwise."""
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"input file {path!r} does not exist")
-    try:
-        if p.suffix.lower() == ".json":
-            return pd.read_json(p)
-        if p.suffix.lower() == ".parquet":
-            return pd.read_parquet(p)
-        return pd.read_csv(p)
-    except Exception as err:  # pandas raises many types; every one means "cannot read this file"
-        raise UserError(f"cannot read {path!r}: {err}".splitlines()[0]) from err
-
-
-class Columns:
-    """The numeric columns one fit uses, NaN rows dropped and counted, positivity checked.
-
-    A table with a `diverged` column (runs.csv, curves.csv) also loses the rows marked true:
-    a diverged run is a failed point, whatever loss it last reported (training.divergence).
-    """
-
-    def __init__(self, df, path: str, names: dict[str, str | None]):
-        import numpy as np
-
-        for role, name in names.items():
-            if name is not None and name not in df.columns:
-                have = ", ".join(map(str, df.columns))
-                raise UserError(f"{path}: no column {name!r} (for {role}); columns are: {have}")
-        used = {role: name for role, name in names.items() if name is not None}
-        numeric = {}
-        for role, name in used.items():
-            if role == "run":
-                continue
-            try:
-                numeric[role] = df[name].astype(float).to_numpy()
-            except (TypeError, ValueError) as err:
-                raise UserError(f"{path}: column {name!r} is not numeric") from err
-        keep = np.ones(len(df), bool)
-        for values in numeric.values():
-            keep &= np.isfinite(values)
-        if "run" in used:
-            keep &= df[used["run"]].notna().to_numpy()
-        diverged = np.zeros(len(df), bool)
-        if "diverged" in df.columns:  # read from CSV as bool, or as text when it has gaps
-            diverged = df["diverged"].astype(str).str.lower().isin(("true", "1", "1.0"))
-            diverged = diverged.to_numpy()
-        # a diverged run's loss is often NaN too: count it as diverged, not as a NaN row
-        self.n_dropped_diverged = int(diverged.sum())
-        self.n_dropped_nan = int((~keep & ~diverged).sum())
-        keep &= ~diverged
-        for role, values in numeric.items():
-            bad = np.flatnonzero(keep & (values <= 0))
-            if len(bad):
-                raise UserError(
-                    f"{path}: column {used[role]!r} has {len(bad)} non-positive value(s) "
-                    f"(first at data row {bad[0] + 1}: {values[bad[0]]!r})"
-                )
-        self.values = {role: v[keep] for role, v in numeric.items()}
-        if "run" in used:
-            self.values["run"] = df[used["run"]].to_numpy()[keep]
-        self.n = int(keep.sum())
-        self.path = path
-
-    def require(self, n_min: int, what: str) -> None:
-        if self.n < n_min:
-            parts = [f"{self.n_dropped_nan} NaN"] if self.n_dropped_nan else []
-            parts += [f"{self.n_dropped_diverged} diverged"] if self.n_dropped_diverged else []
-            dropped = f" after dropping {' and '.join(parts)} row(s)" if parts else ""
-            raise UserError(f"{self.path}: {self.n} usable row(s){dropped}; {what} needs {n_min}")
-
-
-def _flops_columns(df, args, *, need_c: bool):
-    """Pick C and D columns and say how the missing one is derived (the 'flops_convention').
-
-    A column named on the command line must exist; the defaults C and D may be absent.
-    """
-    for flag, name in (("--c-col", args.c_col), ("--d-col", args.d_col)):
-        if name is not None and name not in df.columns:
-            have = ", ".join(map(str, df.columns))
-            raise UserError(f"{args.input}: no column {name!r} ({flag}); columns are: {have}")
-    c_col = args.c_col or "C"
-    d_col = args.d_col or "D"
-    has_c, has_d = c_col in df.columns, d_col in df.columns
-    if has_c and has_d:
-        return c_col, d_col, f"C from column {c_col!r}, D from column {d_col!r}"
-    if has_d:
-        return None, d_col, f"D from column {d_col!r}; C = 6ND"
-    if has_c:
-        return c_col, None, f"C from column {c_col!r}; D = C/(6N)"
-    need = "a FLOPs column" if need_c else "a tokens column"
-    raise UserError(
-        f"{args.input}: {need} is needed: no column {d_col!r} (--d-col) or {c_col!r} (--c-col)"
-    )
+# Handlers
 
 
 def _fit_or_user_error(fn, *a, **kw):
@@ -271,22 +145,8 @@ def _fit_or_user_error(fn, *a, **kw):
         raise UserError(f"cannot fit: {err}") from err
 
 
-def _finite_or_none(obj):
-    """NaN and inf become null: json.dumps would write the non-standard tokens NaN/Infinity."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write(args, result: dict) -> int:
-    from scalinglab.atomic import write_json
-
-    write_json(args.out, _finite_or_none(result))
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 
@@ -299,8 +159,6 @@ def _bootstrap_block(boot) -> dict:
 
 
 def run_parametric(args) -> int:
-    import numpy as np
-
     from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
     from scalinglab.fitting.parametric import (
         bootstrap_parametric,
@@ -310,7 +168,7 @@ def run_parametric(args) -> int:
     )
 
     df = read_table(args.input)
-    c_col, d_col, convention = _flops_columns(df, args, need_c=False)
+    c_col, d_col, convention = flops_columns(df, args, need_c=False)
     names = {"N": args.n_col, "D": d_col, "C": None if d_col else c_col, "loss": args.loss_col}
     cols = Columns(df, args.input, names)
     n_free = 5 - (args.fix_alpha is not None) - (args.fix_beta is not None)
@@ -372,8 +230,6 @@ def run_parametric(args) -> int:
 
 
 def _allocation_result(fit, boot, cols, convention, extra) -> dict:
-    import numpy as np
-
     from scalinglab.fitting.allocation import allocation_samples_at
 
     top = max(b.C for b in fit.budgets)
@@ -422,7 +278,7 @@ def _allocation_inputs(args, *, with_run: bool):
     from scalinglab.fitting.inputs import FLOPS_PER_PARAM_TOKEN
 
     df = read_table(args.input)
-    c_col, d_col, convention = _flops_columns(df, args, need_c=True)
+    c_col, d_col, convention = flops_columns(df, args, need_c=True)
     names = {"N": args.n_col, "C": c_col, "D": d_col, "loss": args.loss_col}
     if with_run:
         # the default run_id may be absent (final points only); a named column must exist
@@ -447,8 +303,6 @@ def run_isoflop(args) -> int:
 
 
 def run_envelope(args) -> int:
-    import numpy as np
-
     from scalinglab.fitting.envelope import bootstrap_envelope, fit_envelope
 
     if args.grid_points < 2:
@@ -512,9 +366,7 @@ def run_hparams(args) -> int:
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")
     df = read_table(args.input)
-    if args.c_col is not None and args.c_col not in df.columns:
-        have = ", ".join(map(str, df.columns))
-        raise UserError(f"{args.input}: no column {args.c_col!r} (--c-col); columns are: {have}")
+    require_named(df, args.input, "--c-col", args.c_col)
     c_col = args.c_col or ("C" if "C" in df.columns else None)
     names = {"N": args.n_col, "D": args.d_col, "lr": args.lr_col, "batch": args.batch_col,
              "loss": args.loss_col, "C": c_col}

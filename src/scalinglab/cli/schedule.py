@@ -15,16 +15,18 @@ import time
 
 import numpy as np
 
+from scalinglab.cli import grammar
+from scalinglab.cli.io import read_table, write_csv, write_json
 from scalinglab.errors import UserError
+from scalinglab.fitting import schedule_fit as sf
+from scalinglab.fitting import schedule_law as sl
 
 
 def add_parser(methods) -> None:
-    from scalinglab.fitting.schedule_fit import HUBER_DELTA
-    from scalinglab.fitting.schedule_law import FORMS, TISSUE_LAMBDA
-
-    p = methods.add_parser(
-        "schedule",
-        help="a law of the whole loss curve under any LR schedule (Multi-Power Law, Tissue)",
+    """Add `schedule` to the methods of `scalinglab fit`."""
+    p = grammar.verb(
+        methods, "schedule", run,
+        "a law of the whole loss curve under any LR schedule (Multi-Power Law, Tissue)",
         description=__doc__,
     )
     p.add_argument("--input", required=True,
@@ -36,9 +38,9 @@ def add_parser(methods) -> None:
     p.add_argument("--train-runs",
                    help="comma-separated runs to fit on (default: every run); the rest are "
                    "predicted only")
-    p.add_argument("--form", choices=FORMS, default="mpl",
+    p.add_argument("--form", choices=sl.FORMS, default="mpl",
                    help="mpl: Multi-Power Law, 7 parameters (default); tissue: L0 + A S1^-alpha "
-                   f"- C S2, 4 parameters, lambda fixed at {TISSUE_LAMBDA}")
+                   f"- C S2, 4 parameters, lambda fixed at {sl.TISSUE_LAMBDA}")
     p.add_argument("--run-col", default="run", help="run column in both tables (default run)")
     p.add_argument("--step-col", default="step",
                    help="step column in both tables (default step)")
@@ -51,9 +53,8 @@ def add_parser(methods) -> None:
                    "each distinct resample is refitted once (3 runs: at most 10 refits, about "
                    "20 s on upstream's curves); default 0: no intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--huber-delta", type=float, default=HUBER_DELTA,
-                   help=f"Huber delta on log-loss residuals (default {HUBER_DELTA:g})")
-    p.set_defaults(func=run)
+    p.add_argument("--huber-delta", type=float, default=sf.HUBER_DELTA,
+                   help=f"Huber delta on log-loss residuals (default {sf.HUBER_DELTA:g})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,10 +102,14 @@ def _groups(runs: np.ndarray, steps: np.ndarray, path: str) -> dict[str, np.ndar
     return groups
 
 
+def _runs(df, path: str, args):
+    """The step of each row, and each run's rows (`_groups`)."""
+    steps = _steps(_numeric(df, path, args.step_col), path, args.step_col)
+    return steps, _groups(df[args.run_col].astype(str).to_numpy(), steps, path)
+
+
 def read_curves(args):
     """{run: (steps, loss)} from --input, rows with a missing loss dropped and counted."""
-    from scalinglab.cli.fit import read_table
-
     df = read_table(args.input)
     _columns(df, args.input, {"run": args.run_col, "step": args.step_col, "loss": args.loss_col})
     loss = _numeric(df, args.input, args.loss_col)
@@ -117,16 +122,12 @@ def read_curves(args):
     if len(bad):
         raise UserError(f"{args.input}: column {args.loss_col!r} has {len(bad)} non-positive "
                         f"value(s) (first: {loss[bad[0]]!r})")
-    steps = _steps(_numeric(df, args.input, args.step_col), args.input, args.step_col)
-    runs = df[args.run_col].astype(str).to_numpy()
-    groups = _groups(runs, steps, args.input)
+    steps, groups = _runs(df, args.input, args)
     return {run: (steps[rows], loss[rows]) for run, rows in groups.items()}, n_nan
 
 
 def read_schedules(args, wanted) -> dict[str, np.ndarray]:
     """{run: lr at steps 0..T} from --lr for the runs in `wanted` (other runs are ignored)."""
-    from scalinglab.cli.fit import read_table
-
     df = read_table(args.lr)
     _columns(df, args.lr, {"run": args.run_col, "step": args.step_col, "lr": args.lr_col})
     lr = _numeric(df, args.lr, args.lr_col)
@@ -134,9 +135,7 @@ def read_schedules(args, wanted) -> dict[str, np.ndarray]:
     if len(bad):
         raise UserError(f"{args.lr}: column {args.lr_col!r} must be finite and >= 0 "
                         f"(data row {bad[0] + 1}: {lr[bad[0]]!r})")
-    steps = _steps(_numeric(df, args.lr, args.step_col), args.lr, args.step_col)
-    runs = df[args.run_col].astype(str).to_numpy()
-    groups = _groups(runs, steps, args.lr)
+    steps, groups = _runs(df, args.lr, args)
     out = {}
     for run in wanted:
         if run not in groups:
@@ -156,8 +155,6 @@ def read_schedules(args, wanted) -> dict[str, np.ndarray]:
 
 
 def _curves(args):
-    from scalinglab.fitting.schedule_law import Curve, forward_area
-
     table, n_nan = read_curves(args)
     schedules = read_schedules(args, table)
     curves = {}
@@ -166,14 +163,14 @@ def _curves(args):
         if steps[-1] >= len(lr):
             raise UserError(f"{args.lr}: run {run!r} ends at step {len(lr) - 1}, but "
                             f"{args.input} has an evaluation at step {steps[-1]}")
-        s1 = forward_area(lr, steps)
+        s1 = sl.forward_area(lr, steps)
         if not s1[0] > 0:
             raise UserError(
                 f"{args.input}: run {run!r}: at step {steps[0]} the LR summed over steps "
                 f"1..{steps[0]} is 0, where the law is undefined; drop evaluations before the "
                 "first step with lr > 0"
             )
-        curves[run] = Curve(lr=lr, steps=steps, loss=loss, name=run)
+        curves[run] = sl.Curve(lr=lr, steps=steps, loss=loss, name=run)
     return curves, n_nan
 
 
@@ -195,16 +192,6 @@ def _train_runs(args, curves) -> list[str]:
 
 
 def run(args) -> int:
-    from scalinglab.atomic import write_json
-    from scalinglab.cli.fit import _finite_or_none
-    from scalinglab.fitting.schedule_fit import (
-        PARAM_BOUNDS,
-        ScheduleFitError,
-        bootstrap_schedule_law,
-        fit_schedule_law,
-    )
-    from scalinglab.fitting.schedule_law import FORMULAS, relative_errors
-
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap {args.bootstrap}: must be >= 0")
     if not args.huber_delta > 0:
@@ -214,13 +201,13 @@ def run(args) -> int:
     train_curves = [curves[n] for n in train]
     t0 = time.perf_counter()
     try:
-        fit = fit_schedule_law(train_curves, args.form, huber_delta=args.huber_delta)
-    except ScheduleFitError as err:
+        fit = sf.fit_schedule_law(train_curves, args.form, huber_delta=args.huber_delta)
+    except sf.ScheduleFitError as err:
         raise UserError(f"cannot fit: {err}") from err
     fit_seconds = time.perf_counter() - t0
     result = {
         "form": fit.form,
-        "law": FORMULAS[fit.form],
+        "law": sl.FORMULAS[fit.form],
         "params": fit.params,
         "fixed": fit.fixed,
         "ci": None,
@@ -233,7 +220,7 @@ def run(args) -> int:
         "runs": {},
     }
     if args.bootstrap > 0:
-        boot = bootstrap_schedule_law(train_curves, fit, n_boot=args.bootstrap,
+        boot = sf.bootstrap_schedule_law(train_curves, fit, n_boot=args.bootstrap,
                                       seed=args.seed)
         if len(boot.samples):
             result["ci"] = boot.intervals()
@@ -241,7 +228,7 @@ def run(args) -> int:
             "n": boot.n_requested, "seed": boot.seed, "n_failed": boot.n_failed,
             "n_distinct": boot.n_distinct, "level": 0.95, "unit": "training runs",
             # an interval that ends at a bound means the resamples do not pin that parameter
-            "bounds": {n: list(PARAM_BOUNDS[n]) for n in fit.params},
+            "bounds": {n: list(sf.PARAM_BOUNDS[n]) for n in fit.params},
         }
     rows = []
     print(f"{fit.form} fit on {len(train)} run(s), {fit.n_points} points, "
@@ -249,7 +236,7 @@ def run(args) -> int:
     print(f"{'run':<24} {'train':<6} {'points':>6} {'mean err':>9} {'last err':>9}")
     for name, c in curves.items():
         pred = fit.predict(c.lr, c.steps)
-        mean, final = relative_errors(pred, c.loss)
+        mean, final = sl.relative_errors(pred, c.loss)
         is_train = name in train
         result["runs"][name] = {
             "train": is_train, "n_points": len(c.steps), "mean_rel_error": mean,
@@ -260,21 +247,17 @@ def run(args) -> int:
             rows.append((name, c, pred, is_train))
     if args.predict_out:
         _write_predictions(args, rows)
-    write_json(args.out, _finite_or_none(result))
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 
 def _write_predictions(args, rows) -> None:
     import pandas as pd
 
-    from scalinglab.atomic import atomic_path
-
     table = pd.concat([
         pd.DataFrame({args.run_col: name, args.step_col: c.steps, args.loss_col: c.loss,
                       "pred": pred, "train": is_train})
         for name, c, pred, is_train in rows
     ])
-    with atomic_path(args.predict_out) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(args.predict_out, table)
     print(f"wrote {args.predict_out}")

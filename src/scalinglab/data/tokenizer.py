@@ -70,7 +70,7 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int, out_path: Path) -> None:
     check_vocab_size(vocab_size)
     train_jsonl = Path(train_jsonl)
     if not train_jsonl.is_file():
-        raise UserError(f"{train_jsonl}: no such corpus split (run prepare-corpus first)")
+        raise UserError(f"{train_jsonl}: no such corpus split (run data prepare first)")
     tok = Tokenizer(models.BPE())
     # add_prefix_space=False keeps decode(encode(text)) == text exactly.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -99,7 +99,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m scalinglab bench fit` (or `bench-fit`): parse `argv` and run."""
+    """`python -m scalinglab bench fit`: parse `argv` and run."""
     parser = argparse.ArgumentParser(prog="scalinglab bench fit", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -114,7 +114,7 @@ def read_curves(run_jsons) -> pd.DataFrame:
                          "tokens": m["tokens"], "loss": m["val_loss"], "N": spec["N"],
                          "lr": spec["training"]["lr"]})
     if not rows:
-        raise UserError("critical-batch-fit: no evaluations in the runs given")
+        raise UserError("no evaluations in the runs given")
     return pd.DataFrame(rows).sort_values(["batch_tokens", "step"], ignore_index=True)
 
 
@@ -196,7 +196,7 @@ def auto_losses(curves: pd.DataFrame, n: int, steps_budget: int) -> list[float]:
     lo = sorted(lowest)[1] * 1.001
     hi = max(early)
     if not hi > lo:
-        raise UserError("critical-batch-fit: the runs' losses do not span a range of levels "
+        raise UserError("the runs' losses do not span a range of levels "
                         "(raise critical_batch.steps or list critical_batch.losses)")
     return [float(v) for v in np.geomspace(hi, lo, n)]
 

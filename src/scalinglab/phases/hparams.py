@@ -147,7 +147,7 @@ def read_runs(run_jsons) -> pd.DataFrame:
                          or is_diverged(loss, spec["model"]["vocab_size"])),
         })
     if not rows:
-        raise UserError("hparams-fit: no runs given")
+        raise UserError("no runs given")
     return pd.DataFrame(rows).sort_values(["C", "batch_tokens", "lr", "seed"], ignore_index=True)
 
 

@@ -9,7 +9,7 @@ log width is ~0 when the LR transfers and negative under SP (where hidden update
 width, so the best LR must shrink, roughly like 1/width for Adam).
 
 Each run is a "series" with a single WSD branch: the stable job trains to that branch's decay
-start, the decay job finishes it, through the same `train-stable` / `decay-branch` verbs and
+start, the decay job finishes it, through the same `train stable` / `train branch` verbs and
 spec format as the IsoFLOP phase (`study.series_spec`). Every run's id is canonical, built here,
 never in Snakemake: `lrt-<p>-l<layers>-d<width>-h<heads>-lr<lr>-b<batch>-s<seed>_D<tokens>`, e.g.
 `lrt-mup-l2-d64-h2-lr4e-03-b16-s0_D262144`.

@@ -259,8 +259,8 @@ class RecipeFiles:
     cfg: object
 
     def inputs(self, wildcards=None) -> dict:
-        """The fits `plan` reads: hparams.json only when the LR x batch phase ran, downstream.json
-        only when the runs were scored on the downstream task."""
+        """The fits `recipe make` reads: hparams.json only when the LR x batch phase ran,
+        downstream.json only when the runs were scored on the downstream task."""
         fits = {"compute_optimal": "results/fits/compute_optimal.json"}
         if self.cfg.hparams.enabled:
             fits["hparams"] = "results/fits/hparams.json"

@@ -1,6 +1,6 @@
 """Run tables and specs for the hyperparameter, schedule and validation phases.
 
-Every phase here trains through the spine's `train-stable` / `decay-branch` verbs, so its runs are
+Every phase here trains through the spine's `train stable` / `train branch` verbs, so its runs are
 rows in the column layout of `study.plan_isoflop` (one row per decay branch, grouped into series
 by `series_id`), and `study.series_spec` turns a series into the spec file those verbs read. This
 module holds what the phases share: the per-run view of the study config, one branch row, a

@@ -8,7 +8,7 @@ muP along its compute ladder. All three questions are this phase: every variant 
 `n_experts`, `moe_top_k`, `moe_aux_coef`, and its own `parametrization` and peak `lr`, by default
 the study's `parametrization.name` and `training.lr`) trains the ladder `variants.sizes` on the
 budgets `variants.budgets` (empty: `model.sizes` / `isoflop.budgets`) with the study's training
-and schedule, by the same series specs, `train-stable` / `decay-branch` jobs and WSD rewind
+and schedule, by the same series specs, `train stable` / `train branch` jobs and WSD rewind
 branches as the base IsoFLOP phase (`study.series_spec`).
 
 `variants.name` names the phase's outputs (`PhaseFiles`): `results/fits/<name>.json`,
@@ -32,7 +32,6 @@ The `variants` section itself is `scalinglab.config.variants.VariantsConfig`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -306,9 +305,9 @@ def fit(runs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     name order, and with two or more variants the `comparison` of each with `reference`
     (None: `reference_variant`)."""
     if runs.empty:
-        raise UserError("variants-fit: no runs given")
+        raise UserError("no runs given")
     if reference is not None and reference not in set(runs["variant"]):
-        raise UserError(f"variants-fit: reference {reference!r} is not a variant of the runs "
+        raise UserError(f"reference {reference!r} is not a variant of the runs "
                         f"({', '.join(sorted(runs['variant'].unique()))})")
     result = {
         "parameter_axis": "N = active non-embedding parameters (scalinglab.model.flops.N_active); "
@@ -496,7 +495,7 @@ class PhaseFiles:
 
     @property
     def reference_args(self) -> str:
-        """`--reference NAME` for variants-fit when the config names one, else nothing."""
+        """`--reference NAME` for `variants fit` when the config names one, else nothing."""
         ref = self.cfg.variants.reference
         return f"--reference {ref}" if ref else ""
 
@@ -523,17 +522,6 @@ class PhaseFiles:
     def branch_run_jsons(self, wildcards) -> list[str]:
         return [f"{self.runs_dir}/{row.series_id}/{row.label}/run.json"
                 for row in self._trained().itertuples()]
-
-
-def finite_or_none(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # -- the phase, on the shared abstraction (scalinglab.phases.base) ----------------------------

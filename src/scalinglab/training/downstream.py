@@ -38,7 +38,7 @@ MIN_POINTS = 4  # three parameters: at least one degree of freedom left
 
 
 def check_split(cfg: DownstreamConfig, val_tokens: int) -> None:
-    """The validation split must hold every item's span (`plan-study` checks it before any run
+    """The validation split must hold every item's span (`isoflop plan` checks it before any run
     trains, from the token counts in meta.json)."""
     if cfg.enabled and val_tokens // cfg.items < cfg.span:
         raise UserError(f"downstream.items: {cfg.items} items of {cfg.span} tokens need "
