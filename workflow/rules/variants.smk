@@ -1,7 +1,7 @@
 # Architecture variants (MoE on active parameters, linear attention) or parametrizations (SP
 # against muP) compared by their scaling curves. The run table, its ids and every file name (from
 # variants.name: results/fits/<name>.json, results/figures/<name>*.png, results/runs/<name>/) come
-# from scalinglab.phases.variants; each series is trained by the same train-stable / decay-branch verbs
+# from scalinglab.phases.variants; each series is trained by the same `train stable` / `train branch` verbs
 # as the IsoFLOP phase, with WSD rewind branches (the shared rules of train.smk).
 from scalinglab.phases import variants
 
