@@ -64,7 +64,7 @@ def _plan(args) -> None:
 
 def _collect(args) -> None:
     from scalinglab import atomic
-    from scalinglab.phases import variants
+    from scalinglab.phases import variants_analysis as variants
 
     runs, curves = variants.collect(args.stable, args.branches)
     atomic.write_text(args.runs_out, runs.to_csv(index=False))
@@ -73,7 +73,7 @@ def _collect(args) -> None:
 
 def _fit(args) -> None:
     from scalinglab import atomic
-    from scalinglab.phases import variants
+    from scalinglab.phases import variants_analysis as variants
 
     result = variants.fit(_read_csv(args.runs), n_boot=args.bootstrap, seed=args.seed,
                           reference=args.reference)
