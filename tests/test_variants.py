@@ -124,7 +124,7 @@ def test_spec_is_what_the_trainer_reads():
     cfg = config()
     table = variants.plan(cfg)
     sid = "moe-sp-l1-d16-h2-lr3e-03-b8"
-    spec = variants.series_spec(cfg, table, sid)
+    spec = variants.series_spec(cfg, table, sid).to_dict()
     assert spec["phase"] == "variants" and spec["variant"]["name"] == "moe"
     assert (spec["model"]["mlp"], spec["model"]["n_experts"], spec["model"]["moe_top_k"]) == (
         "moe", 4, 2)
@@ -135,7 +135,7 @@ def test_spec_is_what_the_trainer_reads():
     model = build_model(spec, torch.device("cpu"))
     assert isinstance(model.transformer.h[0].mlp, MoEMLP)
     assert model.config.moe_top_k == 2
-    linear = variants.series_spec(cfg, table, "linear-sp-l2-d24-h2-lr3e-03-b8")
+    linear = variants.series_spec(cfg, table, "linear-sp-l2-d24-h2-lr3e-03-b8").to_dict()
     assert linear["model"]["attention"] == "linear" and linear["model"]["feature_map"] == "relu"
     with pytest.raises(variants.UserError, match="unknown variants series"):
         variants.series_spec(cfg, table, "nope")
@@ -265,7 +265,7 @@ def test_collect_adds_variant_columns(tmp_path):
     table = variants.plan(cfg)
     stable, branches = [], []
     for sid in ("moe-sp-l1-d16-h2-lr3e-03-b8", "linear-sp-l1-d8-h1-lr3e-03-b8"):
-        spec = variants.series_spec(cfg, table, sid)
+        spec = variants.series_spec(cfg, table, sid).to_dict()
         stable.append(_fake_run(tmp_path / sid / "stable", spec, None))
         branch = spec["branches"][1]
         branches.append(_fake_run(tmp_path / sid / branch["label"], spec, branch))

@@ -44,6 +44,7 @@ from scalinglab.model.flops import model_counts
 from scalinglab.phases import study
 from scalinglab.phases.base import Phase
 from scalinglab.training.schedule import decay_start_step
+from scalinglab.training.spec import RunSpec
 
 PHASE = "variants"
 
@@ -159,7 +160,7 @@ def training_flops(cfg, table: pd.DataFrame) -> float:
     return float(stable + decays)
 
 
-def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
     """The spec file of one series, in the format `train.train_stable` / `decay_branch` read:
     `study.series_spec` under the variant's parametrization and LR (`run_config`), with its
     model settings and counts."""
@@ -169,12 +170,9 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     first = rows.iloc[0]
     variant = next(v for v in cfg.variants.models if v.name == first.variant)
     size = SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head))
-    spec = study.series_spec(run_config(cfg, variant), rows, sid)
-    spec["model"] = to_dict(gpt_config(cfg, variant, size))
-    spec["variant"] = variant.configured()
-    spec["N_active"] = int(first.N_active)
-    spec["N_nonembedding"] = int(first.N_nonembedding)
-    return spec
+    return replace(study.series_spec(run_config(cfg, variant), rows, sid),
+                   model=to_dict(gpt_config(cfg, variant, size)), variant=variant.configured(),
+                   N_active=int(first.N_active), N_nonembedding=int(first.N_nonembedding))
 
 
 # -- what Snakemake asks of the phase --------------------------------------------------------------
@@ -264,7 +262,7 @@ class PhaseFiles:
         return [] if self.table.empty else list(dict.fromkeys(self.table["label"]))
 
     def spec(self, wildcards) -> dict:
-        return series_spec(self.cfg, self.table, wildcards.vseries)
+        return series_spec(self.cfg, self.table, wildcards.vseries).to_dict()
 
     def spec_json(self, wildcards) -> str:
         return json.dumps(self.spec(wildcards), sort_keys=True)
