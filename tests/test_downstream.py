@@ -351,7 +351,7 @@ def test_only_the_isoflop_and_validation_phases_carry_the_task():
     cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]))
     assert cfg.downstream.enabled
     table = study.plan_isoflop(cfg)
-    spec = study.series_spec(cfg, table, table["series_id"].iloc[0])
+    spec = study.series_spec(cfg, table, table["series_id"].iloc[0]).to_dict()
     assert spec["downstream"]["items"] == cfg.downstream.items
     validation = recipe.validation_spec(cfg, {
         "shape": {"n_layer": 2, "n_embd": 32, "n_head": 2}, "steps": 400, "lr": 1e-2,
@@ -360,8 +360,8 @@ def test_only_the_isoflop_and_validation_phases_carry_the_task():
     # off: no spec carries a task
     off = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml")]) | {
         "downstream": {"enabled": False}})
-    assert "downstream" not in study.series_spec(off, table, table["series_id"].iloc[0])
+    assert "downstream" not in study.series_spec(off, table, table["series_id"].iloc[0]).to_dict()
     sweep = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"),
                                                   str(REPO / "workflow/configs/hparams.yaml")]))
     runs = hparams.plan(sweep)
-    assert "downstream" not in study.series_spec(sweep, runs, runs["series_id"].iloc[0])
+    assert "downstream" not in study.series_spec(sweep, runs, runs["series_id"].iloc[0]).to_dict()

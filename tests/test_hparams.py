@@ -68,7 +68,7 @@ def test_spec_has_the_run_lr_batch_and_branches():
     cfg = config()
     table = hparams.plan(cfg)
     sid = table[table["reason"] == ""]["series_id"].iloc[0]
-    spec = hparams.series_spec(cfg, table, sid)
+    spec = hparams.series_spec(cfg, table, sid).to_dict()
     rows = table[table["series_id"] == sid]
     assert spec["training"]["lr"] == rows["lr"].iloc[0]
     assert spec["training"]["batch_size"] * 32 == rows["batch_tokens"].iloc[0]
@@ -290,7 +290,7 @@ def test_critical_batch_plan_and_spec_are_stable_runs_of_the_steps_budget():
     table = critical_batch.plan(cfg)
     assert len(table) == 3 and (table["stable_steps"] == 120).all()
     assert table["D"].tolist() == [120 * 64, 120 * 128, 120 * 256]
-    spec = critical_batch.series_spec(cfg, table, table["series_id"].iloc[0])
+    spec = critical_batch.series_spec(cfg, table, table["series_id"].iloc[0]).to_dict()
     assert spec["branches"] == [] and spec["stable_steps"] == 120
     assert spec["training"]["eval_tokens"] == 2048 and spec["training"]["batch_size"] == 2
     with pytest.raises(UserError, match=r"critical_batch\.batch_tokens"):

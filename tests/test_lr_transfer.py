@@ -69,7 +69,7 @@ def test_spec_is_what_the_trainer_reads():
     cfg = config()
     table = lr_transfer.plan(cfg)
     sid = "lrt-mup-l2-d64-h2-lr8e-03-b8-s1"
-    spec = lr_transfer.series_spec(cfg, table, sid)
+    spec = lr_transfer.series_spec(cfg, table, sid).to_dict()
     assert spec["series_id"] == sid and spec["phase"] == "lr_transfer"
     assert spec["seed"] == 1
     assert spec["parametrization"]["name"] == "mup"
@@ -82,7 +82,7 @@ def test_spec_is_what_the_trainer_reads():
     assert spec["branches"] == [{"label": "D65536", "run_id": f"{sid}_D65536", "C": pytest.approx(
         table.set_index("series_id").loc[sid, "C"]), "D": 65536, "total_steps": 128,
         "decay_start": 102, "trained": True}]
-    sp = lr_transfer.series_spec(cfg, table, "lrt-sp-l2-d64-h2-lr8e-03-b8-s1")
+    sp = lr_transfer.series_spec(cfg, table, "lrt-sp-l2-d64-h2-lr8e-03-b8-s1").to_dict()
     assert sp["model"]["logit_scale"] == 1.0 and sp["model"]["attn_scale"] == 1 / math.sqrt(32)
     with pytest.raises(UserError, match="unknown lr_transfer run"):
         lr_transfer.series_spec(cfg, table, "lrt-nope")

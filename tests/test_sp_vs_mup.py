@@ -49,7 +49,7 @@ def test_overrides_reach_the_table_ids_and_specs():
     assert set(sp["parametrization"]) == {"sp"} and set(sp["lr"]) == {2e-3}
     assert "mup-mup-l1-d16-h2-lr8e-03-b8" in set(mup["series_id"])
     assert "sp-sp-l1-d16-h2-lr2e-03-b8" in set(sp["series_id"])
-    spec = variants.series_spec(cfg, table, "mup-mup-l1-d16-h2-lr8e-03-b8")
+    spec = variants.series_spec(cfg, table, "mup-mup-l1-d16-h2-lr8e-03-b8").to_dict()
     assert spec["parametrization"]["name"] == "mup" and spec["training"]["lr"] == 8e-3
     assert spec["parametrization"]["base_width"] == 8  # the rest of the section is the study's
     # muP at m = 16 / 8 = 2: logits x 1/m, scores 1/d_head (d_head 8)
@@ -57,7 +57,7 @@ def test_overrides_reach_the_table_ids_and_specs():
     assert spec["model"]["attn_scale"] == pytest.approx(1 / 8)
     assert spec["variant"] == {**variants.VariantConfig("mup").configured(),
                                "name": "mup", "parametrization": "mup", "lr": 8e-3}
-    sp_spec = variants.series_spec(cfg, table, "sp-sp-l1-d16-h2-lr2e-03-b8")
+    sp_spec = variants.series_spec(cfg, table, "sp-sp-l1-d16-h2-lr2e-03-b8").to_dict()
     assert sp_spec["model"]["logit_scale"] == 1.0
     assert sp_spec["model"]["attn_scale"] == pytest.approx(8 ** -0.5)
 
@@ -81,7 +81,7 @@ def test_mup_variant_trains_hidden_matrices_at_lr_over_m_and_sp_is_unchanged():
         sp = _groups(variants.series_spec(cfg, table, f"sp-sp-l{layers}-d{width}-h2-lr2e-03-b8"))
         assert all(g == (pytest.approx(2e-3), 1.0) for g in sp.values()), sp
     # and the init: muP hidden std is init_std / sqrt(m); the logits are scaled by 1/m
-    spec = variants.series_spec(cfg, table, "mup-mup-l2-d24-h2-lr8e-03-b8")
+    spec = variants.series_spec(cfg, table, "mup-mup-l2-d24-h2-lr8e-03-b8").to_dict()
     model = build_model(spec, torch.device("cpu"))
     std = model.transformer.h[0].attn.c_attn.weight.std().item()
     assert std == pytest.approx(0.02 / 3 ** 0.5, rel=0.1)
@@ -96,7 +96,7 @@ def test_unset_overrides_take_the_study_values_and_leave_the_spec_as_before():
     assert (base["parametrization"], base["lr"]) == ("mup", 3e-3)
     assert base["series_id"].startswith("base-mup-") and "lr3e-03" in base["series_id"]
     assert set(table[table["variant"] == "sp"]["parametrization"]) == {"sp"}
-    spec = variants.series_spec(cfg, table, base["series_id"])
+    spec = variants.series_spec(cfg, table, base["series_id"]).to_dict()
     # nothing set, nothing listed: a variants study written before the overrides keeps its specs
     assert "parametrization" not in spec["variant"] and "lr" not in spec["variant"]
     assert spec["parametrization"]["name"] == "mup" and spec["training"]["lr"] == 3e-3

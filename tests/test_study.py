@@ -79,7 +79,7 @@ def test_token_limit_shortens_the_stable_run_of_small_models():
     assert list(small["reason"] == "") == [True, False]  # 3e10 means > 60 tokens per param
     assert "max_tokens_per_param" in small["reason"].iloc[1]
     assert (small["stable_steps"] == small["decay_start"].iloc[0]).all()
-    spec = series_spec(cfg, table, small["series_id"].iloc[0])
+    spec = series_spec(cfg, table, small["series_id"].iloc[0]).to_dict()
     assert spec["stable_steps"] < spec["branches"][1]["decay_start"]
 
 
@@ -114,7 +114,7 @@ def test_series_spec_lists_every_label():
     cfg = _cfg(isoflop={"budgets": [1e10, 3e10], "min_steps": 200})
     table = plan_isoflop(cfg)
     for sid in table["series_id"].unique():
-        spec = series_spec(cfg, table, sid)
+        spec = series_spec(cfg, table, sid).to_dict()
         assert [b["label"] for b in spec["branches"]] == ["C1e10", "C3e10"]
         rows = table[table.series_id == sid]
         assert spec["stable_steps"] == rows["decay_start"].max()

@@ -16,7 +16,7 @@ from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
 from scalinglab.errors import UserError
 from scalinglab.training import jobs
 from scalinglab.training.schedule import Schedule
-from scalinglab.training.spec import make_schedule
+from scalinglab.training.spec import RunSpec, make_schedule, read_spec
 from scalinglab.training.trainer import EXIT_PREEMPTED, Trainer
 
 CPU = torch.device("cpu")
@@ -195,3 +195,20 @@ def test_cosine_branch_trains_from_scratch(tokens, tmp_path):
     assert rows[-1]["step"] == 12
     # the cosine reaches final_lr_ratio of the peak on its last update
     assert rows[-1]["lr"] == pytest.approx(1e-2 * 0.1, rel=1e-6)
+
+
+def test_run_spec_round_trips_and_names_a_bad_key(tmp_path):
+    spec = tiny_spec()
+    spec["branches"][1]["decay_shape"] = "1-sqrt"
+    typed = read_spec(write_spec(tmp_path / "spec.json", spec))
+    assert typed.branches[1].decay_shape == "1-sqrt" and typed.branches[0].decay_shape is None
+    assert json.dumps(typed.to_dict(), sort_keys=True) == json.dumps(spec, sort_keys=True)
+    out = typed.to_dict()
+    assert "downstream" not in out and "decay_shape" not in out["branches"][0]
+    for key in ("stable_steps", "N"):
+        with pytest.raises(UserError, match=f"missing key '{key}'"):
+            RunSpec.from_dict({k: v for k, v in spec.items() if k != key})
+    with pytest.raises(UserError, match="unknown key 'extra'"):
+        RunSpec.from_dict({**spec, "extra": 1})
+    with pytest.raises(UserError, match=r"branches\[0\]: key 'decay_start' should be int"):
+        RunSpec.from_dict({**spec, "branches": [{**spec["branches"][0], "decay_start": "16"}]})

@@ -18,7 +18,7 @@ from scalinglab.config import StudyConfig, from_dict
 from scalinglab.model.flops import ModelCounts, model_counts
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.model.moe import MoEMLP
-from scalinglab.phases import variants
+from scalinglab.phases import variants, variants_analysis
 from scalinglab.training.spec import build_model
 
 SECTION = {
@@ -124,7 +124,7 @@ def test_spec_is_what_the_trainer_reads():
     cfg = config()
     table = variants.plan(cfg)
     sid = "moe-sp-l1-d16-h2-lr3e-03-b8"
-    spec = variants.series_spec(cfg, table, sid)
+    spec = variants.series_spec(cfg, table, sid).to_dict()
     assert spec["phase"] == "variants" and spec["variant"]["name"] == "moe"
     assert (spec["model"]["mlp"], spec["model"]["n_experts"], spec["model"]["moe_top_k"]) == (
         "moe", 4, 2)
@@ -135,7 +135,7 @@ def test_spec_is_what_the_trainer_reads():
     model = build_model(spec, torch.device("cpu"))
     assert isinstance(model.transformer.h[0].mlp, MoEMLP)
     assert model.config.moe_top_k == 2
-    linear = variants.series_spec(cfg, table, "linear-sp-l2-d24-h2-lr3e-03-b8")
+    linear = variants.series_spec(cfg, table, "linear-sp-l2-d24-h2-lr3e-03-b8").to_dict()
     assert linear["model"]["attention"] == "linear" and linear["model"]["feature_map"] == "relu"
     with pytest.raises(variants.UserError, match="unknown variants series"):
         variants.series_spec(cfg, table, "nope")
@@ -207,7 +207,7 @@ def synthetic_runs(E: float, A: float, name: str) -> pd.DataFrame:
 
 def test_fit_recovers_the_allocation_exponent_per_variant():
     runs = pd.concat([synthetic_runs(1.7, 400.0, "dense"), synthetic_runs(1.6, 300.0, "moe")])
-    result = variants.fit(runs, n_boot=50)
+    result = variants_analysis.fit(runs, n_boot=50)
     assert list(result["variants"]) == ["dense", "moe"]
     want_a = BETA / (ALPHA + BETA)
     for name, v in result["variants"].items():
@@ -224,10 +224,11 @@ def test_a_fit_the_data_cannot_support_is_recorded_not_raised():
     one_budget = synthetic_runs(1.7, 400.0, "tiny")
     one_budget = one_budget[one_budget["C"] == 1e16]
     runs = pd.concat([synthetic_runs(1.7, 400.0, "dense"), one_budget])
-    result = variants.fit(runs, n_boot=20)
+    result = variants_analysis.fit(runs, n_boot=20)
     assert "error" in result["variants"]["tiny"]["isoflop"]
     assert "error" not in result["variants"]["dense"]["isoflop"]
-    assert any("tiny" in line and "failed" in line for line in variants.summary_lines(result))
+    assert any("tiny" in line and "failed" in line
+               for line in variants_analysis.summary_lines(result))
 
 
 def test_fit_and_plot_cli_write_json_and_figures(tmp_path):
@@ -264,11 +265,11 @@ def test_collect_adds_variant_columns(tmp_path):
     table = variants.plan(cfg)
     stable, branches = [], []
     for sid in ("moe-sp-l1-d16-h2-lr3e-03-b8", "linear-sp-l1-d8-h1-lr3e-03-b8"):
-        spec = variants.series_spec(cfg, table, sid)
+        spec = variants.series_spec(cfg, table, sid).to_dict()
         stable.append(_fake_run(tmp_path / sid / "stable", spec, None))
         branch = spec["branches"][1]
         branches.append(_fake_run(tmp_path / sid / branch["label"], spec, branch))
-    runs, curves = variants.collect(stable, branches)
+    runs, curves = variants_analysis.collect(stable, branches)
     assert list(runs["variant"]) == ["linear", "moe"] or list(runs["variant"]) == ["moe",
                                                                                    "linear"]
     moe = runs[runs["variant"] == "moe"].iloc[0]
@@ -337,7 +338,7 @@ def test_comparison_finds_alike_slopes_and_the_loss_gap():
     """Same exponents, a lower E: the loss gap is negative at every budget and the exponent
     difference's interval holds 0. A variant whose loss falls faster with compute is told apart."""
     runs = pd.concat([synthetic_runs(1.7, 400.0, "dense"), synthetic_runs(1.6, 400.0, "alike")])
-    result = variants.fit(runs, n_boot=200)
+    result = variants_analysis.fit(runs, n_boot=200)
     c = result["comparison"]
     assert c["reference"] == "dense"
     alike = c["variants"]["alike"]
@@ -349,9 +350,10 @@ def test_comparison_finds_alike_slopes_and_the_loss_gap():
     # 7-size ladders moves each budget's minimum by a few per cent, so smaller gaps stay open)
     steeper = synthetic_runs(1.7, 400.0, "steeper")
     steeper["loss"] *= (steeper["C"] / 1e16) ** -0.03
-    result = variants.fit(pd.concat([synthetic_runs(1.7, 400.0, "dense"), steeper]), n_boot=200)
+    result = variants_analysis.fit(pd.concat([synthetic_runs(1.7, 400.0, "dense"), steeper]),
+                                   n_boot=200)
     diff = result["comparison"]["variants"]["steeper"]["exponent_difference"]
     assert diff["value"] == pytest.approx(-0.03, abs=2e-3)
     assert diff["ci"][1] < 0
     assert result["comparison"]["variants"]["steeper"]["verdict"] == "scale differently"
-    assert any("steeper vs dense" in line for line in variants.summary_lines(result))
+    assert any("steeper vs dense" in line for line in variants_analysis.summary_lines(result))

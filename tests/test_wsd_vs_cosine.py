@@ -52,12 +52,12 @@ def test_wsd_branches_carry_their_shape_and_cosine_runs_their_schedule():
     cfg = config()
     table = wsd_vs_cosine.plan(cfg)
     sid = table[table["kind"] == "wsd"]["series_id"].iloc[0]
-    spec = wsd_vs_cosine.series_spec(cfg, table, sid)
+    spec = wsd_vs_cosine.series_spec(cfg, table, sid).to_dict()
     shapes = {b["label"]: b["decay_shape"] for b in spec["branches"]}
     assert shapes["C1e9-f0.2-linear"] == "linear" and shapes["C1e9-f0.2-1-sqrt"] == "1-sqrt"
     assert spec["schedule"]["kind"] == "wsd" and spec["training"]["eval_every"] == 10
     cos_id = table[table["kind"] == "cosine"]["series_id"].iloc[0]
-    cos = wsd_vs_cosine.series_spec(cfg, table, cos_id)
+    cos = wsd_vs_cosine.series_spec(cfg, table, cos_id).to_dict()
     assert cos["schedule"]["kind"] == "cosine"
     assert cos["schedule"]["final_lr_ratio"] == 0.1
     assert cos["stable_steps"] == 0 and all(b["decay_start"] == 0 for b in cos["branches"])

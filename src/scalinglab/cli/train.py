@@ -22,7 +22,7 @@ def _data_parallel(args) -> bool:
         return False
     from scalinglab.training.spec import read_spec
 
-    batch_size = int(read_spec(args.spec)["training"]["batch_size"])
+    batch_size = int(read_spec(args.spec).training["batch_size"])
     distributed.relaunch(args.processes, args.argv, batch_size)
     return True
 

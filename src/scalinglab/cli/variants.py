@@ -35,7 +35,7 @@ def _plan(args) -> None:
 
 
 def _collect(args) -> None:
-    from scalinglab.phases import variants
+    from scalinglab.phases import variants_analysis as variants
 
     runs, curves = variants.collect(args.stable, args.branches)
     write_csv(args.runs_out, runs)
@@ -43,7 +43,7 @@ def _collect(args) -> None:
 
 
 def _fit(args) -> None:
-    from scalinglab.phases import variants
+    from scalinglab.phases import variants_analysis as variants
 
     result = variants.fit(read_csv(args.runs, "runs table"), n_boot=args.bootstrap,
                           seed=args.seed, reference=args.reference)

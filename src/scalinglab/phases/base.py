@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from scalinglab.training.resources import TrainingResources, training_job
+from scalinglab.training.spec import RunSpec
 
 TOKENS_DIR = "results/data/tokens"
 
@@ -163,15 +164,17 @@ class Phase:
     def plan(self, cfg) -> pd.DataFrame:
         return pd.DataFrame()
 
-    def series_spec(self, cfg, table: pd.DataFrame, sid: str) -> dict:
+    def series_spec(self, cfg, table: pd.DataFrame, sid: str) -> RunSpec:
         raise NotImplementedError(f"phase {self.name} trains no series")
 
     def group(self, cfg, table: pd.DataFrame, name: str | None = None, **options):
-        """One training group over `table`, its specs from `series_spec`."""
+        """One training group over `table`, its specs from `series_spec` as the dicts the
+        `write_spec` rule writes (`RunSpec.to_dict`)."""
         folder = self.folder(cfg)
         group = TrainingGroup(name or self.name, f"results/runs/{folder}",
                               f"results/specs/{folder}", table, {}, **options)
-        group.specs.update({sid: self.series_spec(cfg, table, sid) for sid in group.series})
+        group.specs.update({sid: self.series_spec(cfg, table, sid).to_dict()
+                            for sid in group.series})
         return group
 
     def folder(self, cfg) -> str:

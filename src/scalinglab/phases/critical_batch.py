@@ -37,6 +37,7 @@ loss any run reaches (so that at least two batch sizes reach every level).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases import study
+from scalinglab.training.spec import RunSpec
 
 PHASE = "critical_batch"
 SERIES_PREFIX = "cb"
@@ -83,14 +85,13 @@ def plan(cfg) -> pd.DataFrame:
     return phase_runs.finish(rows)
 
 
-def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
     """A stable run with no branches: warmup, then the constant LR for `steps` steps."""
     rows = table[table["series_id"] == sid]
     if rows.empty:
         raise UserError(f"unknown critical_batch run {sid!r}")
     spec = study.series_spec(run_cfg(cfg, int(rows.iloc[0]["batch_size"])), rows, sid)
-    spec["branches"] = []
-    return spec
+    return replace(spec, branches=())
 
 
 # -- analysis -------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases import study
+from scalinglab.training.spec import RunSpec
 
 PHASE = "hparams"
 SERIES_PREFIX = "hp"
@@ -105,7 +106,7 @@ def _row(run_cfg, sid: str, size, budget: float, i: int, trained: bool) -> dict:
                                  steps=steps, decay_start=start, C=float(budget), reason=reason)
 
 
-def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
     """The spec of one series, in the format `train.train_stable` / `decay_branch` read; it
     evaluates only at branch points and at the end (only final losses enter the fit)."""
     rows = table[table["series_id"] == sid]

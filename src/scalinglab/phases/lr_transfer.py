@@ -35,6 +35,7 @@ from scalinglab.model.flops import model_counts
 from scalinglab.phases import study
 from scalinglab.phases.base import Phase
 from scalinglab.training.schedule import decay_start_step
+from scalinglab.training.spec import RunSpec
 
 PHASE = "lr_transfer"
 SERIES_PREFIX = "lrt"
@@ -128,7 +129,7 @@ def run_config(cfg, row):
     )
 
 
-def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
     """The spec file of one run, in the format `train.train_stable` / `decay_branch` read."""
     rows = table[table["series_id"] == sid]
     if rows.empty:

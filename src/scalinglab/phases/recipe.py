@@ -270,7 +270,8 @@ class RecipeFiles:
 
 
 def validation_spec(cfg, recipe: dict, train_tokens: int | None = None) -> dict:
-    """The spec of the validation run: the recipe's shape, LR, batch and compute."""
+    """The spec file of the validation run (`RunSpec.to_dict`, which the `validation-spec` verb
+    writes): the recipe's shape, LR, batch and compute."""
     shape = recipe["shape"]
     size = SizeConfig(shape["n_layer"], shape["n_embd"], shape["n_head"])
     steps = int(recipe["steps"])
@@ -289,7 +290,7 @@ def validation_spec(cfg, recipe: dict, train_tokens: int | None = None) -> dict:
         raise UserError(f"{key}: the validation run needs {row['D']:,} tokens = "
                         f"{row['D'] / train_tokens:.1f} epochs of the {train_tokens:,} training "
                         f"tokens (limit isoflop.max_epochs={cfg.isoflop.max_epochs:g})")
-    return study.series_spec(run_cfg, phase_runs.finish([row]), sid)
+    return study.series_spec(run_cfg, phase_runs.finish([row]), sid).to_dict()
 
 
 def validate(recipe: dict, record: dict) -> dict:

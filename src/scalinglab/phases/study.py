@@ -24,6 +24,7 @@ from scalinglab.model.flops import model_counts
 from scalinglab.model.gpt import GPTConfig
 from scalinglab.model.parametrization import model_multipliers
 from scalinglab.training.schedule import decay_start_step
+from scalinglab.training.spec import BranchSpec, RunSpec
 
 ISOFLOP_PHASE = "isoflop"
 # the phases whose branches are scored on the downstream task: the runs its sigmoid is fitted on
@@ -216,7 +217,7 @@ def run_parametrization(section: dict) -> dict:
     return {key: value for key, value in section.items() if key not in DEPTH_KEYS}
 
 
-def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> RunSpec:
     """The resolved spec of one series: everything its stable run and branches need.
 
     Every label of the phase is listed, trained or not, so that the stable rule's outputs are the
@@ -228,35 +229,35 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> dict:
     first = rows.iloc[0]
     size = SizeConfig(int(first.n_layer), int(first.n_embd), int(first.n_head))
     resolved = to_dict(cfg)
-    spec = {
-        "series_id": sid,
-        "phase": str(first.phase),
-        "seed": cfg.seed,
-        "model": to_dict(gpt_config(cfg, size)),
-        "parametrization": run_parametrization(resolved["parametrization"]),
-        "training": resolved["training"],
-        "schedule": resolved["schedule"],
-        "schedule_name": str(first.schedule),
-        "flops_convention": cfg.flops.convention,
-        "N": int(first.N),
-        "N_total": int(first.N_total),
-        "flops_per_token": float(first.flops_per_token),
-        "warmup_steps": int(first.warmup_steps),
-        "stable_steps": int(first.stable_steps),
-        "branches": [
-            {
-                "label": str(row.label),
-                "run_id": str(row.run_id),
-                "C": float(row.C),
-                "D": int(row.D),
-                "total_steps": int(row.steps),
-                "decay_start": int(row.decay_start),
-                "trained": row.reason == "",
-            }
+    phase = str(first.phase)
+    return RunSpec(
+        series_id=sid,
+        phase=phase,
+        seed=cfg.seed,
+        model=to_dict(gpt_config(cfg, size)),
+        parametrization=run_parametrization(resolved["parametrization"]),
+        training=resolved["training"],
+        schedule=resolved["schedule"],
+        schedule_name=str(first.schedule),
+        flops_convention=cfg.flops.convention,
+        N=int(first.N),
+        N_total=int(first.N_total),
+        flops_per_token=float(first.flops_per_token),
+        warmup_steps=int(first.warmup_steps),
+        stable_steps=int(first.stable_steps),
+        branches=tuple(
+            BranchSpec(
+                label=str(row.label),
+                run_id=str(row.run_id),
+                C=float(row.C),
+                D=int(row.D),
+                total_steps=int(row.steps),
+                decay_start=int(row.decay_start),
+                trained=row.reason == "",
+            )
             for row in rows.itertuples()
-        ],
-    }
-    if spec["phase"] in SCORED_PHASES and cfg.downstream.enabled:
+        ),
         # the downstream task its decay branches are scored on at their final weights
-        spec["downstream"] = resolved["downstream"]
-    return spec
+        downstream=(resolved["downstream"]
+                    if phase in SCORED_PHASES and cfg.downstream.enabled else None),
+    )

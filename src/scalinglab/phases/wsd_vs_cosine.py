@@ -32,6 +32,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases import study
+from scalinglab.training.spec import RunSpec
 
 PHASE = "wsd_vs_cosine"
 WSD_PREFIX = "wvc-wsd"
@@ -99,7 +100,7 @@ def plan(cfg) -> pd.DataFrame:
     return phase_runs.finish(rows)
 
 
-def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
+def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
     """The spec of a WSD or cosine series; WSD branches carry their own decay shape."""
     rows = table[table["series_id"] == sid]
     if rows.empty:
@@ -110,8 +111,8 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> dict:
     spec = study.series_spec(run_cfg, rows, sid)
     if first.kind == "wsd":
         shapes = dict(zip(rows["label"], rows["decay_shape"], strict=True))
-        for branch in spec["branches"]:
-            branch["decay_shape"] = shapes[branch["label"]]
+        spec = replace(spec, branches=tuple(replace(b, decay_shape=str(shapes[b.label]))
+                                            for b in spec.branches))
     return spec
 
 

@@ -44,6 +44,7 @@ from scalinglab.model.flops import model_counts
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.training.live import LiveLog
 from scalinglab.training.schedule import Schedule
+from scalinglab.training.spec import RunSpec
 
 # Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (no sparsity), matched on
 # torch.cuda.get_device_name() in this order (the PCIe and NVL H100s before the SXM part);
@@ -106,23 +107,26 @@ def _summary(ratios: list[float]) -> dict:
             "rounds": len(ratios), "per_round": ratios}
 
 
-def _spec(args) -> dict:
-    return {
-        "series_id": "bench",
-        "seed": 0,
-        "model": {"vocab_size": args.vocab_size, "block_size": args.block_size,
-                  "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head},
-        "parametrization": {"name": "sp"},
-        "training": {"batch_size": args.batch_size, "lr": 3e-3, "weight_decay": 0.1,
+def _spec(args) -> RunSpec:
+    """The benchmark's spec: one stable run of the model of `args`, its counts as
+    `flops.model_counts` gives them."""
+    model = {"vocab_size": args.vocab_size, "block_size": args.block_size,
+             "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head}
+    counts = model_counts(GPTConfig(**model))
+    return RunSpec(
+        series_id="bench", phase="bench", seed=0, model=model,
+        parametrization={"name": "sp"},
+        training={"batch_size": args.batch_size, "lr": 3e-3, "weight_decay": 0.1,
                      "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 10**9,
                      # the live comparison's evaluations: one batch each
                      "eval_tokens": args.block_size * args.batch_size,
-                     "checkpoint_every": 10**9, "device": "auto", "compile": args.compile},
-        "schedule": {"kind": "wsd", "decay_fraction": 0.2, "decay_shape": "linear",
-                     "final_lr_ratio": 0.0},
-        "warmup_steps": 10,
-        "flops_per_token": 0.0,
-    }
+                  "checkpoint_every": 10**9, "device": "auto", "compile": args.compile},
+        schedule={"kind": "wsd", "decay_fraction": 0.2, "decay_shape": "linear",
+                  "final_lr_ratio": 0.0},
+        schedule_name="bench", flops_convention=counts.convention, N=counts.N,
+        N_total=counts.N_total, flops_per_token=counts.flops_per_token, warmup_steps=10,
+        stable_steps=0, branches=(),
+    )
 
 
 def _write_tokens(folder: Path, vocab: int, n_tokens: int) -> None:
@@ -211,9 +215,8 @@ def measure(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     spec = _spec(args)
-    config = GPTConfig(**spec["model"])
+    config = GPTConfig(**spec.model)
     counts = model_counts(config)
-    spec["flops_per_token"] = counts.flops_per_token
     tokens_per_step = args.batch_size * args.block_size
     project, bare, live_on, live_off = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,7 +267,7 @@ def measure(args) -> dict:
             trackers = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
             log = _TimedLiveLog(Path(tmp) / "live", name="bench", tracking=trackers,
                                 progress=True)
-            trainer.spec["training"]["eval_every"] = args.live_eval_every
+            trainer.spec.training["eval_every"] = args.live_eval_every
             # the progress lines go where a job's log would take them; the bar is off both ways
             with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
                 _time_run(trainer, schedule, args.live_eval_every, None)  # warm-up: eval mode

@@ -31,13 +31,20 @@ from scalinglab.errors import UserError
 from scalinglab.training import checkpoint, distributed, divergence, downstream, provenance
 from scalinglab.training.distributed import World
 from scalinglab.training.live import LiveLog
-from scalinglab.training.spec import computed_spec, job_device, make_schedule, read_spec
+from scalinglab.training.spec import (
+    BranchSpec,
+    RunSpec,
+    computed_spec,
+    job_device,
+    make_schedule,
+    read_spec,
+)
 from scalinglab.training.trainer import StopRequest, Trainer
 
 RESUME_FILE = "resume.pt"
 
 
-def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device, World]:
+def _setup(spec_path, data_dir, threads: int) -> tuple[RunSpec, Path, torch.device, World]:
     spec = read_spec(spec_path)
     device = job_device(spec, threads)
     return spec, Path(data_dir), device, distributed.start(device)
@@ -46,7 +53,7 @@ def _setup(spec_path, data_dir, threads: int) -> tuple[dict, Path, torch.device,
 def _write_outputs(trainer: Trainer, out_dir: Path, extra: dict) -> None:
     lines = "".join(json.dumps(row) + "\n" for row in trainer.metrics)
     atomic.write_text(out_dir / "metrics.jsonl", lines)
-    record = provenance.record(trainer.spec, trainer.data_meta, trainer.device,
+    record = provenance.record(trainer.spec.to_dict(), trainer.data_meta, trainer.device,
                                started=trainer.started)
     record["processes"] = trainer.world.size  # data parallel: the device above, this many times
     record.update(divergence.record(trainer.divergence))
@@ -58,14 +65,14 @@ def _live_log(trainer: Trainer, out_dir: Path, name: str) -> LiveLog | None:
     """The live outputs of the run (`scalinglab.training.live`), on rank 0 only, as every output."""
     if not trainer.world.is_main:
         return None
-    return LiveLog(out_dir, name=name, tracking=trainer.spec["training"].get("tracking", ()),
-                   config=trainer.spec)
+    return LiveLog(out_dir, name=name, tracking=trainer.spec.training.get("tracking", ()),
+                   config=trainer.spec.to_dict())
 
 
 def _downstream_task(trainer: Trainer) -> downstream.Task | None:
     """The downstream task of the spec (`training.downstream`), or None when the spec has it
     off (or, made before it existed, has no `downstream` key)."""
-    cfg = downstream.DownstreamConfig(**trainer.spec.get("downstream", {}))
+    cfg = downstream.DownstreamConfig(**(trainer.spec.downstream or {}))
     if not cfg.enabled:
         return None
     return downstream.task_from_file(trainer.val_data.path, trainer.data_meta["dtype"], cfg)
@@ -99,7 +106,7 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
     spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
     try:
         trainer = Trainer(spec, data_dir, device, world)
-        live = _live_log(trainer, Path(out_dir), spec["series_id"])
+        live = _live_log(trainer, Path(out_dir), spec.series_id)
         try:
             _train_stable(trainer, Path(out_dir), live)
         finally:  # a failed or preempted run keeps its partial rows, for a look
@@ -116,11 +123,11 @@ def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) 
     _resume_if_possible(trainer, resume_path)
     by_step: dict[int, list[str]] = {}
     beyond_the_end = []
-    for branch in spec["branches"]:
-        if branch["decay_start"] > spec["stable_steps"]:
+    for branch in spec.branches:
+        if branch.decay_start > spec.stable_steps:
             beyond_the_end.append(branch)
         else:
-            by_step.setdefault(branch["decay_start"], []).append(branch["label"])
+            by_step.setdefault(branch.decay_start, []).append(branch.label)
 
     # Branch checkpoints wait in a folder Snakemake does not know about until the run ends:
     # it deletes the declared outputs of a failed job, and a resumed run cannot remake the
@@ -131,10 +138,10 @@ def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) 
         for label in by_step.get(t.step, []):
             t.save(pending / f"branch-{label}.pt")
 
-    if spec["stable_steps"] > 0:
-        schedule = make_schedule(spec, spec["stable_steps"], decay_start=None)
-        trainer.run(schedule, spec["stable_steps"], eval_at=set(by_step) - {0},
-                    on_step=save_branch_points, resume_path=resume_path, desc=spec["series_id"],
+    if spec.stable_steps > 0:
+        schedule = make_schedule(spec, spec.stable_steps, decay_start=None)
+        trainer.run(schedule, spec.stable_steps, eval_at=set(by_step) - {0},
+                    on_step=save_branch_points, resume_path=resume_path, desc=spec.series_id,
                     live=live)
     else:  # cosine baselines: every "branch" trains from the initialisation
         save_branch_points(trainer)
@@ -144,14 +151,14 @@ def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) 
     # outputs (SIGUSR1's default action), which left resume.pt and no outputs behind.
     stopped = trainer.divergence
     if stopped is not None:
-        print(f"warning: {spec['series_id']} diverged at step {stopped['step']} "
+        print(f"warning: {spec.series_id} diverged at step {stopped['step']} "
               f"({stopped['reason']}); stopped early", file=sys.stderr)
     with StopRequest():
-        for branch in spec["branches"]:
-            name = f"branch-{branch['label']}.pt"
+        for branch in spec.branches:
+            name = f"branch-{branch.label}.pt"
             if branch in beyond_the_end:
                 checkpoint.save_placeholder(out_dir / name, "left out of the study table")
-            elif stopped is not None and branch["decay_start"] >= stopped["step"]:
+            elif stopped is not None and branch.decay_start >= stopped["step"]:
                 # not reached (a diverged step saves no branch checkpoint): the mark lets the
                 # branch's job finish at once as diverged instead of failing the workflow
                 checkpoint.save_diverged(out_dir / name, spec=computed_spec(spec),
@@ -172,14 +179,14 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
     """Load the stable run's checkpoint for `label` and decay to that budget's token count."""
     spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
     try:
-        branches = {b["label"]: b for b in spec["branches"]}
-        if label not in branches:
+        branch = spec.branch(label)
+        if branch is None:
             raise UserError(f"branch label {label!r} is not in {spec_path} "
-                            f"(known: {', '.join(branches)})")
+                            f"(known: {', '.join(b.label for b in spec.branches)})")
         trainer = Trainer(spec, data_dir, device, world)
-        live = _live_log(trainer, Path(out_dir), f"{spec['series_id']} {label}")
+        live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {label}")
         try:
-            _decay_branch(trainer, branches[label], Path(checkpoint_path), Path(out_dir), live)
+            _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir), live)
         finally:
             if live is not None:
                 live.close()
@@ -187,22 +194,22 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
         distributed.stop(world)
 
 
-def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir: Path,
+def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, out_dir: Path,
                   live: LiveLog | None = None) -> None:
-    spec, label = trainer.spec, branch["label"]
+    spec, label = trainer.spec, branch.label
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
     task = _downstream_task(trainer)  # a split too small for it fails now, not after training
     trainer.load(checkpoint_path, keep_metrics=False)
     if trainer.divergence is None:  # else the stable run diverged first: nothing to train
-        if trainer.step != branch["decay_start"]:
+        if trainer.step != branch.decay_start:
             raise UserError(f"{checkpoint_path}: checkpoint is at step {trainer.step}, "
-                            f"branch {label} decays from step {branch['decay_start']}")
+                            f"branch {label} decays from step {branch.decay_start}")
         _resume_if_possible(trainer, resume_path)
-        schedule = make_schedule(spec, branch["total_steps"], decay_start=branch["decay_start"],
-                                 shape=branch.get("decay_shape"))
-        trainer.run(schedule, branch["total_steps"], resume_path=resume_path,
-                    desc=f"{spec['series_id']} {label}", live=live)
+        schedule = make_schedule(spec, branch.total_steps, decay_start=branch.decay_start,
+                                 shape=branch.decay_shape)
+        trainer.run(schedule, branch.total_steps, resume_path=resume_path,
+                    desc=f"{spec.series_id} {label}", live=live)
     with StopRequest():  # as in train_stable: finish the outputs once training is done
         if trainer.divergence is None:
             final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
@@ -212,12 +219,12 @@ def _decay_branch(trainer: Trainer, branch: dict, checkpoint_path: Path, out_dir
         if not trainer.world.is_main:
             return
         if trainer.divergence is not None:
-            print(f"warning: run {branch['run_id']} diverged at step "
+            print(f"warning: run {branch.run_id} diverged at step "
                   f"{trainer.divergence['step']} ({trainer.divergence['reason']})",
                   file=sys.stderr)
         _write_outputs(trainer, out_dir, {
-            "kind": "branch", "label": label, "run_id": branch["run_id"], "C": branch["C"],
-            "D": branch["D"], "steps": trainer.step, "final_val_loss": final_loss,
+            "kind": "branch", "label": label, "run_id": branch.run_id, "C": branch.C,
+            "D": branch.D, "steps": trainer.step, "final_val_loss": final_loss,
             "wall_seconds": trainer.elapsed, **_final_accuracy(trainer, task),
         })
         if live is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalinglab.errors import UserError
+from scalinglab.training.spec import RunSpec
 
 RUN_COLUMNS = [
     "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
@@ -35,27 +36,27 @@ def _read_run(run_json: Path) -> tuple[dict, list[dict]]:
 
 
 def run_row(record: dict) -> dict:
-    spec = record["spec"]
-    model = spec["model"]
+    spec = RunSpec.from_dict(record["spec"], where=f"run {record.get('run_id')}: spec")
+    model = spec.model
     diverged = bool(record.get("diverged", False))
     loss = record["final_val_loss"]
     return {
         "run_id": record["run_id"],
-        "series_id": spec["series_id"],
+        "series_id": spec.series_id,
         "label": record["label"],
-        "parametrization": spec["parametrization"]["name"],
+        "parametrization": spec.parametrization["name"],
         "n_layer": model["n_layer"],
         "n_embd": model["n_embd"],
         "n_head": model["n_head"],
-        "N": spec["N"],
-        "N_total": spec["N_total"],
+        "N": spec.N,
+        "N_total": spec.N_total,
         "D": record["D"],
         "C": record["C"],
         "loss": float("nan") if diverged or loss is None else float(loss),
         "diverged": diverged,
-        "schedule": spec["schedule_name"],
-        "lr": spec["training"]["lr"],
-        "batch_size": spec["training"]["batch_size"],
+        "schedule": spec.schedule_name,
+        "lr": spec.training["lr"],
+        "batch_size": spec.training["batch_size"],
         "steps": record["steps"],
         "wall_seconds": record["wall_seconds"],
         # the downstream accuracy (scalinglab.training.downstream): NaN when off, absent or diverged
@@ -75,14 +76,14 @@ def collect(stable_jsons: list[Path], branch_jsons: list[Path]) -> tuple[pd.Data
     for kind, paths in (("stable", stable_jsons), ("branch", branch_jsons)):
         for path in paths:
             record, rows = _read_run(Path(path))
-            spec = record["spec"]
-            run_id = record["run_id"] if kind == "branch" else f"{spec['series_id']}_stable"
+            spec = RunSpec.from_dict(record["spec"], where=f"{path}: spec")
+            run_id = record["run_id"] if kind == "branch" else f"{spec.series_id}_stable"
             if kind == "branch":
                 runs.append(run_row(record))
             for row in rows:
                 curves.append({
-                    "run_id": run_id, "series_id": spec["series_id"], "kind": kind,
-                    "label": record.get("label", "stable"), "N": spec["N"], "step": row["step"],
+                    "run_id": run_id, "series_id": spec.series_id, "kind": kind,
+                    "label": record.get("label", "stable"), "N": spec.N, "step": row["step"],
                     "D": row["tokens"], "C": row["flops"], "lr": row["lr"],
                     "train_loss": row["train_loss"], "loss": row["val_loss"],
                     "elapsed": row["elapsed"], "diverged": bool(row.get("diverged", False)),

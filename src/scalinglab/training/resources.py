@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scalinglab.training.spec import RunSpec
+
 MIN_RUNTIME_MINUTES = 10
 # SIGUSR1 this many seconds before the time limit (SLURM may send it up to a minute earlier): the
 # trainer saves resume.pt and exits, and the next attempt resumes. Well below the shortest runtime.
@@ -68,37 +70,38 @@ class TrainingJob:
     n_total: int
 
 
-def _job(spec: dict, steps: int, evaluations: int) -> TrainingJob:
-    train = spec["training"]
-    per_token = float(spec["flops_per_token"])
-    tokens = steps * train["batch_size"] * spec["model"]["block_size"]
+def _job(spec: RunSpec, steps: int, evaluations: int) -> TrainingJob:
+    train = spec.training
+    per_token = float(spec.flops_per_token)
+    tokens = steps * train["batch_size"] * spec.model["block_size"]
     # an evaluation is a forward pass over eval_tokens: a third of a training step's FLOPs
     # (2N of 6N per token)
     eval_tokens = evaluations * train["eval_tokens"]
-    return TrainingJob(tokens * per_token + eval_tokens * per_token / 3, int(spec["N_total"]))
+    return TrainingJob(tokens * per_token + eval_tokens * per_token / 3, int(spec.N_total))
 
 
-def stable_job(spec: dict) -> TrainingJob:
+def stable_job(spec: RunSpec | dict) -> TrainingJob:
     """The stable run of a series: `stable_steps` steps, evaluated every `eval_every` steps, at
     each branch point and at the end."""
-    steps = int(spec["stable_steps"])
-    evaluations = steps // spec["training"]["eval_every"] + len(spec["branches"]) + 1
+    spec = RunSpec.of(spec)
+    steps = int(spec.stable_steps)
+    evaluations = steps // spec.training["eval_every"] + len(spec.branches) + 1
     return _job(spec, steps, evaluations)
 
 
-def branch_job(spec: dict, label: str) -> TrainingJob:
+def branch_job(spec: RunSpec | dict, label: str) -> TrainingJob:
     """The decay branch `label` of a series: from its decay start to its last step (a cosine run
     trains from step 0), evaluated every `eval_every` steps and at the end."""
-    branches = {b["label"]: b for b in spec["branches"]}
-    if label not in branches:
-        raise KeyError(f"series {spec['series_id']} has no branch {label!r} "
-                       f"(branches: {', '.join(branches)})")
-    branch = branches[label]
-    steps = int(branch["total_steps"]) - int(branch["decay_start"])
-    return _job(spec, steps, steps // spec["training"]["eval_every"] + 1)
+    spec = RunSpec.of(spec)
+    branch = spec.branch(label)
+    if branch is None:
+        raise KeyError(f"series {spec.series_id} has no branch {label!r} "
+                       f"(branches: {', '.join(b.label for b in spec.branches)})")
+    steps = int(branch.total_steps) - int(branch.decay_start)
+    return _job(spec, steps, steps // spec.training["eval_every"] + 1)
 
 
-def training_job(spec: dict, label: str | None = None) -> TrainingJob:
+def training_job(spec: RunSpec | dict, label: str | None = None) -> TrainingJob:
     """The job that trains the series spec `spec`: its stable run, or its branch `label`."""
     return stable_job(spec) if label is None else branch_job(spec, label)
 

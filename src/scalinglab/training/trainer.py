@@ -36,16 +36,17 @@ from scalinglab.training.batches import TokenData
 from scalinglab.training.distributed import World
 from scalinglab.training.live import LiveLog
 from scalinglab.training.schedule import Schedule
-from scalinglab.training.spec import build_model, build_optimizer, computed_spec
+from scalinglab.training.spec import RunSpec, build_model, build_optimizer, computed_spec
 
 EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; SLURM and Snakemake retry it
 
 
 @dataclass
 class Trainer:
-    """One model, its optimizer and data, stepping under a schedule."""
+    """One model, its optimizer and data, stepping under a schedule. `spec` may be given as a
+    dict (a hand-written spec): it is read with `RunSpec.from_dict`."""
 
-    spec: dict
+    spec: RunSpec
     data_dir: Path
     device: torch.device
     world: World = field(default_factory=World)
@@ -66,22 +67,23 @@ class Trainer:
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
+        self.spec = RunSpec.of(self.spec)
         meta_path = self.data_dir / "meta.json"
         try:
             self.data_meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
             raise UserError(f"{meta_path}: token metadata not found") from None
-        block = self.spec["model"]["block_size"]
+        block = self.spec.model["block_size"]
         dtype = self.data_meta["dtype"]
         self.train_data = TokenData(self.data_dir / "train.bin", dtype, block)
         self.val_data = TokenData(self.data_dir / "val.bin", dtype, block)
         self.model = build_model(self.spec, self.device)
         self.optimizer = build_optimizer(self.model, self.spec, self.device)
-        train = self.spec["training"]
+        train = self.spec.training
         distributed.check_batch(train["batch_size"], self.world.size)
         # DDP and torch.compile wrap the module; checkpoints keep using the plain one's state_dict
         compile_ = torch.compile if train.get("compile") else (lambda module: module)
-        moe = self.spec["model"].get("mlp") == "moe"
+        moe = self.spec.model.get("mlp") == "moe"
         self.forward = compile_(distributed.wrap(self.model, self.device, self.world, moe))
         # evaluation runs outside DDP: each rank takes its share of the batches, and DDP's
         # forward must only run the same number of times on every rank
@@ -128,10 +130,10 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------------------
     def train_step(self, lr_factor: float) -> torch.Tensor:
-        train = self.spec["training"]
+        train = self.spec.training
         for group in self.optimizer.param_groups:
             group["lr"] = train["lr"] * lr_factor * group["lr_mult"]
-        x, y = self.train_data.train_batch(self.step, train["batch_size"], self.spec["seed"],
+        x, y = self.train_data.train_batch(self.step, train["batch_size"], self.spec.seed,
                                            self.world.rank, self.world.size)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
@@ -168,7 +170,7 @@ class Trainer:
 
         Stops early, without calling `on_step` for that step, once the run has diverged
         (`self.divergence` is then set and the last metric row is marked)."""
-        train = self.spec["training"]
+        train = self.spec.training
         if live is not None:
             live.start(self.metrics, self.step, end_step)
         if on_step:
@@ -231,7 +233,7 @@ class Trainer:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.spec["model"]["vocab_size"])
+        return int(self.spec.model["vocab_size"])
 
     def _record(self, lr_factor: float, train_loss: float, tokens_per_s: float) -> None:
         tokens = self.step * self.batch_tokens
@@ -243,8 +245,8 @@ class Trainer:
         self.metrics.append({
             "step": self.step,
             "tokens": tokens,
-            "flops": tokens * self.spec["flops_per_token"],
-            "lr": self.spec["training"]["lr"] * lr_factor,
+            "flops": tokens * self.spec.flops_per_token,
+            "lr": self.spec.training["lr"] * lr_factor,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "tokens_per_s": tokens_per_s,
