@@ -39,6 +39,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases import study
+from scalinglab.phases.runs import finished_run
 from scalinglab.training.spec import RunSpec
 
 PHASE = "hparams"
@@ -123,20 +124,12 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
 # -- analysis -------------------------------------------------------------------------------------
 def read_runs(run_jsons) -> pd.DataFrame:
     """One row per finished branch: budget C, N, lr, batch in tokens, seed, loss, diverged."""
-    import json
-    from pathlib import Path
-
     from scalinglab.phases.lr_transfer import is_diverged
 
     rows = []
     for path in run_jsons:
-        try:
-            record = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing run output") from None
+        record, loss = finished_run(path)
         spec = record["spec"]
-        loss = record.get("final_val_loss")
-        loss = float("nan") if loss is None else float(loss)
         rows.append({
             "run_id": record["run_id"], "C": float(record["C"]), "N": int(spec["N"]),
             "n_layer": spec["model"]["n_layer"], "n_embd": spec["model"]["n_embd"],

@@ -34,6 +34,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import study
 from scalinglab.phases.base import Phase
+from scalinglab.phases.runs import finished_run
 from scalinglab.training.schedule import decay_start_step
 from scalinglab.training.spec import RunSpec
 
@@ -140,18 +141,10 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
 # -- analysis -------------------------------------------------------------------------------------
 def read_runs(run_jsons) -> pd.DataFrame:
     """One row per finished decay branch: parametrization, width, lr, seed, loss, diverged."""
-    import json
-    from pathlib import Path
-
     rows = []
     for path in run_jsons:
-        try:
-            record = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing run output") from None
+        record, loss = finished_run(path)
         spec = record["spec"]
-        loss = record.get("final_val_loss")
-        loss = float("nan") if loss is None else float(loss)
         vocab = spec["model"]["vocab_size"]
         rows.append({
             "run_id": record["run_id"],

@@ -10,7 +10,9 @@ config sections are in `scalinglab.config`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -111,3 +113,13 @@ def phase_flops(table: pd.DataFrame) -> dict:
     decays = ((trained["steps"] - trained["decay_start"]) * trained["batch_tokens"]
               * trained["flops_per_token"]).sum()
     return {"stable": float(stable), "branches": float(decays), "total": float(stable + decays)}
+
+
+def finished_run(path) -> tuple[dict, float]:
+    """A finished run's run.json and its final validation loss (NaN when it has none)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing run output") from None
+    loss = record.get("final_val_loss")
+    return record, float("nan") if loss is None else float(loss)
