@@ -37,7 +37,8 @@ from pathlib import Path
 
 from scalinglab import atomic
 
-REPO = Path(__file__).resolve().parents[2]
+# src/scalinglab/training/gpu_check.py: the checkout is three folders above the package
+REPO = Path(__file__).resolve().parents[3]
 STUDY_CONFIG = REPO / "workflow" / "configs" / "gpu-check.yaml"
 STUDY_TARGET = "results/fits/isoflop.json"
 
