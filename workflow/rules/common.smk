@@ -50,16 +50,27 @@ ISOFLOP_ROUNDS = isoflop_rounds.round_count(STUDY)
 
 
 def _round_plans(last):
-    return [checkpoints.plan_isoflop_round.get(round=str(r)).output[0] for r in range(1, last + 1)]
+    return [
+        checkpoints.plan_isoflop_round.get(round=str(r)).output[0]
+        for r in range(1, last + 1)
+    ]
 
 
-def isoflop_round_runs(wildcards):
-    """The run.json files of rounds 0..{round}, the tables of the fit that plans the next."""
-    return isoflop.run_files(ISOFLOP, _round_plans(int(wildcards.round)))
+# one input function per named input (not unpack): until a checkpoint has run, Snakemake puts
+# the checkpoint's output in place of each, and the names the shell command uses stay defined
+def isoflop_round_runs(kind):
+    """The {kind} (stable or branches) run.json files of rounds 0..{round}: the tables of the
+    fit that plans the next round."""
+    return lambda wildcards: isoflop.run_files(
+        ISOFLOP, _round_plans(int(wildcards.round))
+    )[kind]
 
 
-def isoflop_all_runs(wildcards):
-    return isoflop.run_files(ISOFLOP, _round_plans(ISOFLOP_ROUNDS))
+def isoflop_all_runs(kind):
+    """The {kind} run.json files of every round."""
+    return lambda wildcards: isoflop.run_files(ISOFLOP, _round_plans(ISOFLOP_ROUNDS))[
+        kind
+    ]
 
 
 def isoflop_round_plans(wildcards):

@@ -5,7 +5,8 @@
 
 rule collect_isoflop_round:
     input:
-        unpack(isoflop_round_runs),
+        stable=isoflop_round_runs("stable"),
+        branches=isoflop_round_runs("branches"),
     output:
         runs=isoflop.round_file("{round}", "runs.csv"),
         curves=isoflop.round_file("{round}", "curves.csv"),
@@ -25,7 +26,8 @@ rule collect_isoflop_round:
 
 rule collect_metrics:
     input:
-        unpack(isoflop_all_runs),
+        stable=isoflop_all_runs("stable"),
+        branches=isoflop_all_runs("branches"),
     output:
         runs="results/metrics/runs.csv",
         curves="results/metrics/curves.csv",

@@ -121,5 +121,7 @@ def register(sub) -> None:
                    "compute-optimal (--fit)")
     p.add_argument("--runs", help="runs.csv (isoflop collect)")
     p.add_argument("--curves", help="curves.csv (isoflop collect)")
-    p.add_argument("--fit", help="isoflop.json (fit isoflop)")
+    p.add_argument("--fit", help="isoflop.json (isoflop fit)")
     p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--words-out", help="isoflop only: also write each budget's N_opt and its "
+                   "interval in words (reStructuredText, the report caption's)")

@@ -28,7 +28,8 @@ from scalinglab.config.variants import VariantConfig, VariantsConfig
 from scalinglab.config.wsd_vs_cosine import WsdVsCosineConfig
 
 __all__ = [
-    "AdaptiveConfig", "CorpusConfig", "CriticalBatchConfig", "DownstreamConfig", "FlopsConfig", "HparamsConfig",
+    "AdaptiveConfig", "CorpusConfig", "CriticalBatchConfig", "DownstreamConfig", "FlopsConfig",
+    "HparamsConfig",
     "IsoflopConfig", "LrTransferConfig", "ModelConfig", "PaperConfig", "ParametrizationConfig",
     "ResourcesConfig", "ScheduleConfig", "SizeConfig", "StudyConfig", "TokenizerConfig",
     "TrainingConfig", "ValidationConfig", "VariantConfig", "VariantsConfig", "WsdVsCosineConfig",

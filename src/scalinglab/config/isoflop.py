@@ -28,10 +28,16 @@ class IsoflopConfig:
     )
     window_sizes: int = field(
         default=5,
-        metadata={"doc": "Method 2 fits each budget's parabola on this many sizes around its "
-                         "lowest loss (at least 3; 0: every size of the budget); a wide, "
-                         "off-centre grid biases the vertex (arXiv 2603.22339)", "min": 0,
+        metadata={"doc": "Method 2 fits each budget's parabola on at least this many sizes "
+                         "nearest its minimum (at least 3; 0: every size of the budget); a "
+                         "wide, off-centre grid biases the vertex (arXiv 2603.22339)", "min": 0,
                   "own_check": True},
+    )
+    window_ratio: float = field(
+        default=3.0,
+        metadata={"doc": "and every size within this factor of the budget's minimum (a width in "
+                         "log N, so that added sizes make the window denser, not narrower; 0: "
+                         "the count alone)", "min": 0},
     )
     noise_seeds: int = field(
         default=2,
@@ -44,3 +50,6 @@ class IsoflopConfig:
         if self.window_sizes < 0 or 0 < self.window_sizes < 3:
             raise UserError(f"isoflop.window_sizes: a parabola needs a window of at least 3 "
                             f"sizes (0: every size), got {self.window_sizes}")
+        if 0 < self.window_ratio <= 1:
+            raise UserError(f"isoflop.window_ratio: a factor above 1 (0: the count alone), got "
+                            f"{self.window_ratio:g}")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from scalinglab.phases import isoflop_rounds, study
 from scalinglab.phases.base import Phase, TrainingGroup
+from scalinglab.phases.runs import phase_flops
 
 ROUNDS_DIR = "results/isoflop"
 
@@ -53,8 +54,17 @@ class Isoflop(Phase):
     def summary(self, cfg):
         table = self.plan(cfg)
         kept = study.trained_runs(table)
+        trained = phase_flops(table.assign(batch_tokens=study.batch_tokens(cfg)))["total"]
+        independent = float(kept["C_actual"].sum())
         lines = [f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets "
-                 f"-> {len(kept)} branches to train, {kept['C_actual'].sum():.3g} FLOPs in all"]
+                 f"-> {len(kept)} branches from {kept['series_id'].nunique()} stable runs",
+                 f"  first round: {trained:.3g} FLOPs trained for the {independent:.3g} of as "
+                 f"many independent runs (compute_saving_ratio {independent / trained:.2f})"]
+        rounds = isoflop_rounds.round_count(cfg)
+        if rounds:
+            lines.append(f"  then {rounds} refinement round(s) planned from the fits "
+                         f"({cfg.isoflop.noise_seeds} noise seed(s) of the runs nearest each "
+                         f"optimum, up to {cfg.adaptive.max_new_sizes} new size(s) a round)")
         lines += [f"  left out {row.run_id}: {row.reason}"
                   for row in study.excluded_runs(table).itertuples()]
         return lines
@@ -86,6 +96,7 @@ def run_files(first: TrainingGroup, plans: list[str]) -> dict:
     (finished) checkpoint plans are `plans`, in round order."""
     stable, branches = first.stable_run_jsons(), first.branch_run_jsons()
     for r, plan in enumerate(plans, start=1):
-        more = isoflop_rounds.round_run_jsons(isoflop_rounds.read_plan(plan), f"results/runs/{round_name(r)}")
+        table = isoflop_rounds.read_plan(plan)
+        more = isoflop_rounds.round_run_jsons(table, f"results/runs/{round_name(r)}")
         stable, branches = stable + more[0], branches + more[1]
     return {"stable": stable, "branches": branches}

@@ -6,8 +6,8 @@ runs `plan_round`, which reads the fit and plans round 1:
 - **refinement sizes**: a budget whose minimum sits at an edge of its grid needs a size beyond
   that edge; one whose N_opt interval is wider than `adaptive.max_interval_ratio` needs a size
   near its N_opt. Each need picks the nearest unused size of the `adaptive.sizes` pool (in log
-  N); at most `adaptive.max_new_sizes` per round, the sizes most budgets asked for first. A new
-  size trains a stable run plus a branch per budget, as the first round's sizes do.
+  N); at most `adaptive.max_new_sizes` per round, edges first, then the sizes most budgets asked
+  for. A new size trains a stable run plus a branch per budget, as the first round's sizes do.
 - **noise seeds** (round 1 only): the trained run nearest each budget's N_opt is repeated with
   `isoflop.noise_seeds` other seeds (init and data order). One repeat series per (size, seed)
   trains only the branches of the budgets that size is nearest for, so it stops at the last.
@@ -46,7 +46,7 @@ def budget_needs(fit: dict, max_interval_ratio: float) -> list[dict]:
     interval (a size near N_opt); a budget that asks nothing is not listed.
     """
     needs = []
-    for budget in fit["method2"]["budgets"]:
+    for budget in fit["budgets"]:
         sizes = budget["sizes"]
         if budget.get("edge"):
             side = "below" if budget["edge"] == "low" else "above"
@@ -64,7 +64,8 @@ def budget_needs(fit: dict, max_interval_ratio: float) -> list[dict]:
 
 
 def choose_sizes(cfg: StudyConfig, needs: list[dict], used: set[str]) -> list[SizeConfig]:
-    """The pool sizes that answer `needs`, at most `adaptive.max_new_sizes`, most-wanted first.
+    """The pool sizes that answer `needs`, at most `adaptive.max_new_sizes`: those beyond an edge
+    first, then the most asked for (the smaller on a tie).
 
     `used`: size labels already trained (any round); a pool size is never trained twice.
     """
@@ -81,10 +82,12 @@ def choose_sizes(cfg: StudyConfig, needs: list[dict], used: set[str]) -> list[Si
         if not candidates:
             continue
         size, log_n = min(candidates, key=lambda p: abs(p[1] - need["log_n"]))
-        entry = votes.setdefault(study.size_label(size), [size, 0, log_n])
-        entry[1] += 1
-    ranked = sorted(votes.values(), key=lambda v: (-v[1], v[2]))
-    return [size for size, _, _ in ranked[: cfg.adaptive.max_new_sizes]]
+        entry = votes.setdefault(study.size_label(size), [size, 0, 0, log_n])
+        entry[1] += need["side"] != "near"
+        entry[2] += 1
+    # a budget without a located minimum first, then the sizes most budgets asked for
+    ranked = sorted(votes.values(), key=lambda v: (-v[1], -v[2], v[3]))
+    return [size for size, *_ in ranked[: cfg.adaptive.max_new_sizes]]
 
 
 def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[str]]:
@@ -92,7 +95,7 @@ def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[s
     N_opt in log N: {(n_layer, n_embd, n_head): [budget labels]}."""
     first = runs[(runs["seed"] == seed) & runs["loss"].notna()]
     chosen: dict[tuple, list[str]] = {}
-    for budget in fit["method2"]["budgets"]:
+    for budget in fit["budgets"]:
         if budget.get("edge") or not budget.get("N_opt"):
             continue
         rows = first[(first["C"] - budget["C"]).abs() <= 1e-6 * budget["C"]]

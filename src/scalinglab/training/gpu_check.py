@@ -8,7 +8,7 @@ Parts, in order of importance, each a subprocess with a time limit inside one ov
    1024, vocabulary 50,304), bf16 autocast: tokens/s of the project's step and of a bare loop,
    their median ratio with its interval, MFU against the peak table of `training.bench`, peak
    memory, and live writing on against off;
-2. `study`: the mini study of `workflow/configs/gpu-check.yaml` (3 sizes x 2 budgets, the IsoFLOP
+2. `study`: the mini study of `workflow/configs/gpu-check.yaml` (5 sizes x 3 budgets, the IsoFLOP
    spine to `results/fits/isoflop.json`) through `snakemake` in a temporary folder, on CUDA;
 3. `bench_compile`: part 1 again under torch.compile (the compile time is the risk: last).
 
