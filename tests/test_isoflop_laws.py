@@ -221,6 +221,9 @@ def test_an_edge_asks_the_pool_for_a_size_beyond_it():
         {"C": 3e12, "edge": "high", "sizes": [60000.0, 154000.0], "N_opt": 2e5},
         {"C": 5e11, "edge": None, "sizes": [6000.0, 154000.0], "N_opt": 30000.0,
          "N_opt_ci": [20000.0, 40000.0]},
+        # a parabola without curvature has no vertex (null in the JSON): nothing to aim at
+        {"C": 8e11, "edge": None, "sizes": [6000.0, 154000.0], "N_opt": None,
+         "N_opt_ci": [1e-30, 3000.0]},
     ]}
     needs = isoflop_rounds.budget_needs(fit, cfg.adaptive.max_interval_ratio)
     assert [n["side"] for n in needs] == ["below", "above", "near"]

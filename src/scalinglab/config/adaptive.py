@@ -27,7 +27,7 @@ class AdaptiveConfig:
                   "exclusive": True},
     )
     max_new_sizes: int = field(
-        default=1, metadata=positive("the most sizes one round adds")
+        default=2, metadata=positive("the most sizes one round adds")
     )
     sizes: tuple[SizeConfig, ...] = field(
         default=(),

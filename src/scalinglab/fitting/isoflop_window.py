@@ -208,7 +208,8 @@ def fit_isoflop_window(C, N, loss, D, *, window_sizes: int = 5, window_ratio: fl
             D_opt=float(np.exp(f["log_d_line"][1] + f["log_d_line"][0] * f["vertex"])),
             loss_opt=f["loss_opt"], sizes=tuple(float(s) for s in f["sizes"]),
             window=tuple(float(s) for s in f["window"]), edge=f["edge"], reason=f["reason"],
-            sigma=f["sigma"], curvature=f["curvature"], N_opt_ci=cis.get(j),
+            sigma=f["sigma"], curvature=f["curvature"],
+            N_opt_ci=cis.get(j) if np.isfinite(f["vertex"]) else None,
         )
         for j, f in enumerate(fits)
     )

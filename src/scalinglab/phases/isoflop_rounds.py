@@ -39,6 +39,10 @@ def size_n(cfg: StudyConfig, size: SizeConfig) -> int:
     return model_counts(study.gpt_config(cfg, size), cfg.flops.convention).N
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
 def budget_needs(fit: dict, max_interval_ratio: float) -> list[dict]:
     """What each budget of a fit asks of the next round: {C, why, log_n, side}.
 
@@ -54,6 +58,8 @@ def budget_needs(fit: dict, max_interval_ratio: float) -> list[dict]:
             needs.append({"C": budget["C"], "why": f"minimum at the {budget['edge']} edge",
                           "log_n": math.log(edge_n), "side": side})
             continue
+        if not _finite(budget.get("N_opt")):
+            continue  # no vertex (a parabola without curvature): nothing to aim a size at
         low, high = budget.get("N_opt_ci") or (None, None)
         if low and high and high / low > max_interval_ratio:
             needs.append({"C": budget["C"],
@@ -96,7 +102,7 @@ def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[s
     first = runs[(runs["seed"] == seed) & runs["loss"].notna()]
     chosen: dict[tuple, list[str]] = {}
     for budget in fit["budgets"]:
-        if budget.get("edge") or not budget.get("N_opt"):
+        if budget.get("edge") or not _finite(budget.get("N_opt")):
             continue
         rows = first[(first["C"] - budget["C"]).abs() <= 1e-6 * budget["C"]]
         if rows.empty:

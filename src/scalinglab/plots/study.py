@@ -113,7 +113,7 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
                     ls="none")
             ax.plot(at["N"][~inside], at["loss"][~inside], marker, color=color, ms=5,
                     ls="none", alpha=0.3)
-        at_failed = np.isclose(runs["C"], budget, rtol=1e-9).to_numpy() & failed
+        at_failed = np.isclose(runs["C"].to_numpy(float), budget, rtol=1e-9) & failed
         if at_failed.any():
             ax.plot(runs["N"][at_failed], np.full(int(at_failed.sum()), top), "x", color=color,
                     ms=8, mew=2)
