@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (docs/gpu.md): `bench train` at the GPT-2 small shape (~124M parameters) in bf16,
 # with and without torch.compile (tokens/s, ratio to a bare loop, MFU, peak memory), and a
-# 3-size x 2-budget mini study through snakemake with training.device: cuda; one JSON of results.
-# Sized for one 8-minute call on a single H100 or H200 (--budget, default 450 s); no network.
+# 5-size x 3-budget mini study through snakemake with training.device: cuda; one JSON of results.
+# Sized for one 8-minute call on a single H100 or H200 (--budget, default 470 s); no network.
 #
 #   scripts/gpu-check.sh [OUT.json] [--budget SECONDS]   # default OUT: results/gpu-check.json
 #   scripts/gpu-check.sh --cpu-smoke /tmp/check.json     # the same parts on a CPU, in seconds

@@ -51,12 +51,12 @@ def test_cpu_smoke_writes_every_figure(tmp_path):
     assert check["bench_compile"] == {"skipped": "--cpu-smoke: no torch.compile on the CPU"}
 
     study = check["study"]
-    assert (study["n_stable"], study["n_branches"]) == (3, 6)  # 3 sizes x 2 budgets
+    assert (study["n_stable"], study["n_branches"]) == (5, 15)  # 5 sizes x 3 budgets
     assert len(study["devices"]) == 1 and study["devices"][0].startswith("cpu")
     for run in study["runs"]:
         assert _positive(run["final_val_loss"]) and _positive(run["tokens_per_s"]), run
         assert run["steps"] > 0 and run["tensorboard"]
-    assert [budget["n_points"] for budget in study["fit"]["budgets"]] == [3, 3]
+    assert [budget["n_points"] for budget in study["fit"]["budgets"]] == [5, 5, 5]
     assert _positive(study["fit"]["a"]) and _positive(study["fit"]["b"])
 
 

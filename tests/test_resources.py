@@ -116,6 +116,7 @@ def test_the_signal_comes_well_before_the_shortest_time_limit():
 # -- every training rule of every phase, through a dry run of the workflow ---------------------
 TRAINING_RULES = {
     "train_stable_isoflop", "decay_branch_isoflop",  # the IsoFLOP spine
+    "train_stable_isoflop_r1", "decay_branch_isoflop_r1",  # its refinement round
     "train_stable_lr_transfer", "decay_branch_lr_transfer",
     "train_stable_variant", "decay_branch_variant",
     "train_stable_hparams", "decay_branch_hparams", "train_stable_critical_batch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -49,39 +50,51 @@ def test_single_figure_target_plans_only_what_it_needs(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_study_end_to_end(tmp_path):
+    # one noise seed: the checkpoint plans round 1 (a repeat of each optimum's nearest size)
+    rounds = tmp_path / "rounds.yaml"
+    rounds.write_text("isoflop:\n  noise_seeds: 1\n")
     config = str(REPO / "tests" / "smoke.yaml")
-    result = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", config, str(rounds))
     assert result.returncode == 0, result.stderr[-4000:]
     for name in FIGURES:
         figure = tmp_path / "results" / "figures" / name
         assert figure.stat().st_size > 10_000, name
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = pd.read_csv(tmp_path / "results" / "metrics" / "runs.csv")
-    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), config]))
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), config, str(rounds)]))
     expected = trained_runs(plan_isoflop(cfg))
-    assert sorted(runs["run_id"]) == sorted(expected["run_id"])
+    first = runs[runs["round"] == 0]
+    assert sorted(first["run_id"]) == sorted(expected["run_id"])
+    repeats = runs[runs["round"] == 1]
+    assert len(repeats) >= 3 and (repeats["seed"] == cfg.seed + 1).all()
+    assert repeats["run_id"].str.contains("-s1_").all()
+    fit = json.loads((tmp_path / "results" / "fits" / "isoflop.json").read_text())
+    assert fit["noise"]["sigma"] > 0 and fit["noise"]["points"]
+    assert [r["round"] for r in fit["rounds"]] == [0, 1]
+    assert fit["compute"]["trained_flops"] > 0
     assert runs["loss"].between(0.5, 7.0).all()  # ln(300) = 5.7 is the loss of a uniform guess
     for column in ("n_layer", "n_embd", "N", "N_total", "D", "C", "loss", "schedule",
                    "wall_seconds"):
         assert column in runs.columns
     assert (tmp_path / "results" / "fits" / "isoflop.json").exists()
 
-    again = snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    again = snakemake(tmp_path, "--cores", "2", "--configfile", config, str(rounds))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    report = snakemake(tmp_path, "--configfile", config, "--report", "report.html")
+    report = snakemake(tmp_path, "--configfile", config, str(rounds), "--report", "report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
     for name in FIGURES:
         assert name in html
     assert "IsoFLOP profiles" in html  # a caption made it into the report
+    assert "the optimal size is" in html  # with each budget's interval in words
 
     # a changed learning rate is a new series: every training job, nothing upstream of it
     changed = tmp_path / "changed.yaml"  # merged over the smoke config, key by key
     changed.write_text("parametrization:\n  init_std: 0.03\n")
     plan = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile",
-                     config, str(changed))
+                     config, str(rounds), str(changed))
     counts = job_counts(plan.stdout + plan.stderr)
     assert "prepare_corpus" not in counts and "encode_corpus" not in counts
     assert counts["train_stable_isoflop"] == len(trained_series(plan_isoflop(cfg)))

@@ -5,7 +5,7 @@ import sys
 
 from scalinglab import jobs, phases
 from scalinglab.config import StudyConfig, from_dict, to_dict
-from scalinglab.phases import JobResources, one_of
+from scalinglab.phases import JobResources, isoflop, isoflop_rounds, one_of
 from scalinglab.phases.base import TOKENS_DIR
 from scalinglab.training.resources import TrainingResources
 from snakemake.utils import validate
@@ -42,3 +42,39 @@ def spec_json(wildcards):
 # -- resources: one factory for every training rule of every phase (scalinglab.training.resources);
 #    partitions and accounts live in workflow/profiles/slurm -----------------------------------
 TRAINING_RESOURCES = TrainingResources.of(STUDY, os.environ.get("SCALINGLAB_GPU_MODEL"))
+
+
+# -- the IsoFLOP refinement rounds (scalinglab.phases.isoflop_rounds): each round's series are
+#    planned by the checkpoint plan_isoflop_round, so their run files are known only after it ---
+ISOFLOP_ROUNDS = isoflop_rounds.round_count(STUDY)
+
+
+def _round_plans(last):
+    return [
+        checkpoints.plan_isoflop_round.get(round=str(r)).output[0]
+        for r in range(1, last + 1)
+    ]
+
+
+# one input function per named input (not unpack): until a checkpoint has run, Snakemake puts
+# the checkpoint's output in place of each, and the names the shell command uses stay defined
+def isoflop_round_runs(kind):
+    """The {kind} (stable or branches) run.json files of rounds 0..{round}: the tables of the
+    fit that plans the next round."""
+    return lambda wildcards: isoflop.run_files(
+        ISOFLOP, _round_plans(int(wildcards.round))
+    )[kind]
+
+
+def isoflop_all_runs(kind):
+    """The {kind} run.json files of every round."""
+    return lambda wildcards: isoflop.run_files(ISOFLOP, _round_plans(ISOFLOP_ROUNDS))[
+        kind
+    ]
+
+
+def isoflop_round_plans(wildcards):
+    """The plans of the first grid and of rounds 1..{round}: the FLOPs the fit reports."""
+    return ["results/study/plan.csv"] + [
+        isoflop.round_file(r, "plan.csv") for r in range(1, int(wildcards.round) + 1)
+    ]

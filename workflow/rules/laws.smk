@@ -1,6 +1,33 @@
+# The IsoFLOP fits (Method 2 windowed, Method 3 by Huber and by variable projection, the noise
+# floor, the compute saved, the leave-largest-out prediction: scalinglab.phases.isoflop_fit)
+# and the checkpoint that plans each refinement round from the fit before it.
+
+
+rule fit_isoflop_round:
+    input:
+        runs=isoflop.round_file("{round}", "runs.csv"),
+        plans=isoflop_round_plans,
+        spec="results/specs/study.json",
+    output:
+        isoflop.round_file("{round}", "fit.json"),
+    log:
+        "results/logs/fit_isoflop_round/{round}.log",
+    benchmark:
+        "results/benchmarks/fit_isoflop_round/{round}.tsv"
+    wildcard_constraints:
+        round=one_of(str(r) for r in range(ISOFLOP_ROUNDS)),
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop fit --runs {input.runs} --plans {input.plans}"
+        " --config {input.spec} --out {output} > {log} 2>&1"
+
+
 rule fit_isoflop:
     input:
-        "results/metrics/runs.csv",
+        runs="results/metrics/runs.csv",
+        plans=["results/study/plan.csv", *isoflop.round_plans(STUDY)],
+        spec="results/specs/study.json",
     output:
         "results/fits/isoflop.json",
     log:
@@ -10,4 +37,47 @@ rule fit_isoflop:
     conda:
         "../envs/scalinglab.yaml"
     shell:
-        "python -m scalinglab fit isoflop --input {input} --out {output} > {log} 2>&1"
+        "python -m scalinglab isoflop fit --runs {input.runs} --plans {input.plans}"
+        " --config {input.spec} --out {output} > {log} 2>&1"
+
+
+checkpoint plan_isoflop_round:
+    input:
+        unpack(isoflop.previous_round),
+        spec="results/specs/study.json",
+        meta=f"{TOKENS_DIR}/meta.json",
+    output:
+        isoflop.round_file("{round}", "plan.csv"),
+    log:
+        "results/logs/plan_isoflop_round/{round}.log",
+    benchmark:
+        "results/benchmarks/plan_isoflop_round/{round}.tsv"
+    wildcard_constraints:
+        round=one_of(str(r) for r in range(1, ISOFLOP_ROUNDS + 1)),
+    localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop round-plan --config {input.spec} --fit {input.fit}"
+        " --runs {input.runs} --meta {input.meta} --round {wildcards.round}"
+        " --out {output} > {log} 2>&1"
+
+
+rule write_round_spec:
+    input:
+        plan=isoflop.round_file("{round}", "plan.csv"),
+        spec="results/specs/study.json",
+    output:
+        "results/specs/isoflop_r{round}/{series}.json",
+    log:
+        "results/logs/write_round_spec/{round}/{series}.log",
+    benchmark:
+        "results/benchmarks/write_round_spec/{round}/{series}.tsv"
+    wildcard_constraints:
+        round=one_of(str(r) for r in range(1, ISOFLOP_ROUNDS + 1)),
+    localrule: True
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop round-spec --config {input.spec} --plan {input.plan}"
+        " --series {wildcards.series} --out {output} > {log} 2>&1"

@@ -1,7 +1,33 @@
+# The IsoFLOP runs as tables: the first grid and each refinement round's checkpoint plan
+# (scalinglab.phases.isoflop_rounds). Round k's tables feed the fit that plans round k + 1;
+# results/metrics/ holds every round.
+
+
+rule collect_isoflop_round:
+    input:
+        stable=isoflop_round_runs("stable"),
+        branches=isoflop_round_runs("branches"),
+    output:
+        runs=isoflop.round_file("{round}", "runs.csv"),
+        curves=isoflop.round_file("{round}", "curves.csv"),
+    log:
+        "results/logs/collect_isoflop_round/{round}.log",
+    benchmark:
+        "results/benchmarks/collect_isoflop_round/{round}.tsv"
+    wildcard_constraints:
+        round=one_of(str(r) for r in range(ISOFLOP_ROUNDS)),
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop collect --stable {input.stable}"
+        " --branches {input.branches} --runs-out {output.runs}"
+        " --curves-out {output.curves} > {log} 2>&1"
+
+
 rule collect_metrics:
     input:
-        stable=ISOFLOP.stable_run_jsons,
-        branches=ISOFLOP.branch_run_jsons,
+        stable=isoflop_all_runs("stable"),
+        branches=isoflop_all_runs("branches"),
     output:
         runs="results/metrics/runs.csv",
         curves="results/metrics/curves.csv",

@@ -18,29 +18,45 @@ rule plot_loss_curves:
         " > {log} 2>&1"
 
 
-# the two figures of the IsoFLOP fit: its profiles, and the laws N_opt(C), D_opt(C)
-for figure in ("isoflop", "compute_optimal"):
+# the two figures of the IsoFLOP fit: its profiles (and each budget's interval in words, which
+# the caption includes), and the laws N_opt(C), D_opt(C) of Methods 2 and 3
+rule plot_isoflop:
+    input:
+        runs="results/metrics/runs.csv",
+        fit="results/fits/isoflop.json",
+    output:
+        figure=report(
+            "results/figures/isoflop.png",
+            caption="../report/isoflop.rst",
+            category="Compute-optimal sizing",
+        ),
+        words="results/figures/isoflop_intervals.rst",
+    log:
+        "results/logs/plot_isoflop.log",
+    benchmark:
+        "results/benchmarks/plot_isoflop.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop plot isoflop --runs {input.runs} --fit {input.fit}"
+        " --out {output.figure} --words-out {output.words} > {log} 2>&1"
 
-    rule:
-        name:
-            f"plot_{figure}"
-        input:
-            runs="results/metrics/runs.csv",
-            fit="results/fits/isoflop.json",
-        output:
-            report(
-                f"results/figures/{figure}.png",
-                caption=f"../report/{figure}.rst",
-                category="Compute-optimal sizing",
-            ),
-        log:
-            f"results/logs/plot_{figure}.log",
-        benchmark:
-            f"results/benchmarks/plot_{figure}.tsv"
-        conda:
-            "../envs/scalinglab.yaml"
-        params:
-            figure=figure.replace("_", "-"),
-        shell:
-            "python -m scalinglab isoflop plot {params.figure} --runs {input.runs}"
-            " --fit {input.fit} --out {output} > {log} 2>&1"
+
+rule plot_compute_optimal:
+    input:
+        fit="results/fits/isoflop.json",
+    output:
+        report(
+            "results/figures/compute_optimal.png",
+            caption="../report/compute_optimal.rst",
+            category="Compute-optimal sizing",
+        ),
+    log:
+        "results/logs/plot_compute_optimal.log",
+    benchmark:
+        "results/benchmarks/plot_compute_optimal.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab isoflop plot compute-optimal --fit {input.fit} --out {output}"
+        " > {log} 2>&1"

@@ -32,7 +32,7 @@ for group in TRAINING_GROUPS:
         benchmark:
             f"results/benchmarks/train_stable_{group.name}/{{series}}.tsv"
         wildcard_constraints:
-            series=one_of(group.series),
+            series=group.series_constraint,
         conda:
             "../envs/scalinglab.yaml"
         threads: threads
@@ -71,7 +71,7 @@ for group in TRAINING_GROUPS:
             benchmark:
                 f"results/benchmarks/decay_branch_{group.name}/{{series}}_{{label}}.tsv"
             wildcard_constraints:
-                series=one_of(group.series),
+                series=group.series_constraint,
                 label=one_of(group.labels),
             conda:
                 "../envs/scalinglab.yaml"

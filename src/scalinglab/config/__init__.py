@@ -7,6 +7,7 @@ It imports nothing of scalinglab but `scalinglab.errors` and `scalinglab.atomic`
 module imports its config from here.
 """
 
+from scalinglab.config.adaptive import AdaptiveConfig
 from scalinglab.config.corpus import CorpusConfig
 from scalinglab.config.critical_batch import CriticalBatchConfig
 from scalinglab.config.downstream import DownstreamConfig
@@ -27,7 +28,8 @@ from scalinglab.config.variants import VariantConfig, VariantsConfig
 from scalinglab.config.wsd_vs_cosine import WsdVsCosineConfig
 
 __all__ = [
-    "CorpusConfig", "CriticalBatchConfig", "DownstreamConfig", "FlopsConfig", "HparamsConfig",
+    "AdaptiveConfig", "CorpusConfig", "CriticalBatchConfig", "DownstreamConfig", "FlopsConfig",
+    "HparamsConfig",
     "IsoflopConfig", "LrTransferConfig", "ModelConfig", "PaperConfig", "ParametrizationConfig",
     "ResourcesConfig", "ScheduleConfig", "SizeConfig", "StudyConfig", "TokenizerConfig",
     "TrainingConfig", "ValidationConfig", "VariantConfig", "VariantsConfig", "WsdVsCosineConfig",

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from scalinglab.config.adaptive import AdaptiveConfig
 from scalinglab.config.corpus import CorpusConfig
 from scalinglab.config.critical_batch import CriticalBatchConfig
 from scalinglab.config.downstream import DownstreamConfig, check_block_size
@@ -58,6 +59,11 @@ class StudyConfig:
     schedule: ScheduleConfig = _section(ScheduleConfig)
     flops: FlopsConfig = _section(FlopsConfig)
     isoflop: IsoflopConfig = _section(IsoflopConfig)
+    adaptive: AdaptiveConfig = _section(
+        AdaptiveConfig,
+        "the predict-train-adjust loop (phases.isoflop_rounds): after each fit, a checkpoint "
+        "plans extra sizes where a budget's minimum is at an edge or its N_opt interval is "
+        "wide, and the seeds of the noise floor")
     paper: PaperConfig = _section(PaperConfig)
     resources: ResourcesConfig = _section(
         ResourcesConfig,

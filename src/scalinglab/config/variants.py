@@ -25,7 +25,8 @@ SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
 # them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
 RESERVED_NAMES = (
     "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
-    "downstream", "figures", "fits", "hparams", "isoflop", "logs", "loss_curves", "lr_transfer",
+    "downstream", "figures", "fits", "hparams", "isoflop", "isoflop_intervals", "isoflop_r",
+    "logs", "loss_curves", "lr_transfer",
     "metrics", "mup", "paper", "prediction", "recipe", "runs", "series", "specs", "study",
     "validation", "wsd_vs_cosine",
 )
@@ -121,7 +122,8 @@ class VariantsConfig:
         if not PHASE_NAME_PATTERN.match(self.name):
             raise UserError(f"variants.name: {self.name!r} must be lower-case letters, digits "
                             "and _, starting with a letter")
-        if self.name in RESERVED_NAMES:
+        # isoflop_r1, isoflop_r2, ...: the IsoFLOP refinement rounds' runs and specs
+        if self.name in RESERVED_NAMES or re.fullmatch(r"isoflop_r\d+", self.name):
             raise UserError(f"variants.name: {self.name!r} is taken by another phase's outputs "
                             f"(results/{self.name}...); choose another name")
         names = [m.name for m in self.models]

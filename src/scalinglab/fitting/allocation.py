@@ -103,7 +103,7 @@ def allocation_fit(method, budgets, dropped) -> AllocationFit:
     return AllocationFit(method, a, k_n, b, k_d, tuple(budgets), tuple(dropped))
 
 
-def _masked_loglog(log_c, log_y, mask):
+def masked_loglog(log_c, log_y, mask):
     """Slope and intercept of log y on log C per row, using only the masked budgets."""
     w = mask.astype(float)
     sw, sx, sy = w.sum(1), (w * log_c).sum(1), (w * log_y).sum(1)
@@ -117,8 +117,8 @@ def allocation_bootstrap(log_c, log_n_opt, log_d_opt, ok, n_boot, seed) -> Boots
     keep = ok.sum(axis=1) >= 2
     log_n_opt, log_d_opt, ok = log_n_opt[keep], log_d_opt[keep], ok[keep]
     grid_c = np.broadcast_to(log_c, ok.shape)
-    a, log_kn = _masked_loglog(grid_c, np.where(ok, log_n_opt, 0.0), ok)
-    b, log_kd = _masked_loglog(grid_c, np.where(ok, log_d_opt, 0.0), ok)
+    a, log_kn = masked_loglog(grid_c, np.where(ok, log_n_opt, 0.0), ok)
+    b, log_kd = masked_loglog(grid_c, np.where(ok, log_d_opt, 0.0), ok)
     samples = np.column_stack([a, np.exp(log_kn), b, np.exp(log_kd)])
     return Bootstrap(("a", "k_n", "b", "k_d"), samples, n_boot, seed)
 

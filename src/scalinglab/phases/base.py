@@ -49,6 +49,9 @@ class TrainingGroup:
     runs are the measurement and no branch is trained. `threads=None`: one thread per
     data-parallel process (`resources.gpus_per_run`), and the jobs run that many processes.
     `plan`: a file that gates training (the epoch check) without its timestamp retraining.
+    `dynamic`: the series are planned by a checkpoint job (an IsoFLOP refinement round), so
+    they are unknown when the DAG is built: the rules match any series id in `runs_dir`, and
+    `specs` is None (a job writes each spec from that plan).
     """
 
     name: str
@@ -59,6 +62,12 @@ class TrainingGroup:
     decays: bool = True
     threads: int | None = 1
     plan: str | None = None
+    dynamic: bool = False
+
+    @property
+    def series_constraint(self) -> str:
+        """The `series` wildcard constraint of its rules."""
+        return "[^/]+" if self.dynamic else one_of(self.series)
 
     @property
     def series(self) -> list[str]:

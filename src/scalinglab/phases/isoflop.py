@@ -1,12 +1,18 @@
 """The spine: the IsoFLOP grid, one WSD stable run per size and a decay branch per budget
-(`study.plan_isoflop`), collected into runs.csv and fitted by the law library."""
+(`study.plan_isoflop`), collected into runs.csv and fitted by the law library; then the
+refinement rounds (`isoflop_rounds`), each planned by a checkpoint from the fit before it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scalinglab.phases import study
-from scalinglab.phases.base import Phase
+import pandas as pd
+
+from scalinglab.phases import isoflop_rounds, study
+from scalinglab.phases.base import Phase, TrainingGroup
+from scalinglab.phases.runs import phase_flops
+
+ROUNDS_DIR = "results/isoflop"
 
 FIGURES = [
     "results/figures/loss_curves.png",
@@ -31,7 +37,16 @@ class Isoflop(Phase):
 
     def groups(self, cfg):
         # the stable runs wait for the epoch check of plan_study; data parallel when configured
-        return [self.group(cfg, self.plan(cfg), threads=None, plan="results/study/plan.csv")]
+        table = self.plan(cfg)
+        first = self.group(cfg, table, threads=None, plan="results/study/plan.csv")
+        labels = pd.DataFrame({"label": list(dict.fromkeys(table["label"])),
+                               "reason": "planned by the round's checkpoint", "series_id": ""})
+        return [first] + [
+            TrainingGroup(round_name(r), f"results/runs/{round_name(r)}",
+                          f"results/specs/{round_name(r)}", labels, None, threads=None,
+                          plan=round_file(r, "plan.csv"), dynamic=True)
+            for r in range(1, isoflop_rounds.round_count(cfg) + 1)
+        ]
 
     def targets(self, cfg):
         return ["results/metrics/runs.csv", "results/fits/isoflop.json", *FIGURES]
@@ -39,8 +54,49 @@ class Isoflop(Phase):
     def summary(self, cfg):
         table = self.plan(cfg)
         kept = study.trained_runs(table)
+        trained = phase_flops(table.assign(batch_tokens=study.batch_tokens(cfg)))["total"]
+        independent = float(kept["C_actual"].sum())
         lines = [f"config OK: {len(cfg.model.sizes)} sizes x {len(cfg.isoflop.budgets)} budgets "
-                 f"-> {len(kept)} branches to train, {kept['C_actual'].sum():.3g} FLOPs in all"]
+                 f"-> {len(kept)} branches from {kept['series_id'].nunique()} stable runs",
+                 f"  first round: {trained:.3g} FLOPs trained for the {independent:.3g} of as "
+                 f"many independent runs (compute_saving_ratio {independent / trained:.2f})"]
+        rounds = isoflop_rounds.round_count(cfg)
+        if rounds:
+            lines.append(f"  then {rounds} refinement round(s) planned from the fits "
+                         f"({cfg.isoflop.noise_seeds} noise seed(s) of the runs nearest each "
+                         f"optimum, up to {cfg.adaptive.max_new_sizes} new size(s) a round)")
         lines += [f"  left out {row.run_id}: {row.reason}"
                   for row in study.excluded_runs(table).itertuples()]
         return lines
+
+
+def round_name(r: int) -> str:
+    """The training group (rule names, runs and specs folder) of refinement round `r`."""
+    return f"isoflop_r{r}"
+
+
+def round_file(r: int, name: str) -> str:
+    """A file of round `r`: plan.csv (its checkpoint's), runs.csv, curves.csv, fit.json (the
+    fit over rounds 0..r that the next round plans from)."""
+    return f"{ROUNDS_DIR}/round{r}/{name}"
+
+
+def previous_round(wildcards) -> dict:
+    """The inputs of round r's checkpoint: the fit and runs of the rounds before it."""
+    before = int(wildcards.round) - 1
+    return {"fit": round_file(before, "fit.json"), "runs": round_file(before, "runs.csv")}
+
+
+def round_plans(cfg) -> list[str]:
+    return [round_file(r, "plan.csv") for r in range(1, isoflop_rounds.round_count(cfg) + 1)]
+
+
+def run_files(first: TrainingGroup, plans: list[str]) -> dict:
+    """{stable, branches}: the run.json files of the first grid and of the rounds whose
+    (finished) checkpoint plans are `plans`, in round order."""
+    stable, branches = first.stable_run_jsons(), first.branch_run_jsons()
+    for r, plan in enumerate(plans, start=1):
+        table = isoflop_rounds.read_plan(plan)
+        more = isoflop_rounds.round_run_jsons(table, f"results/runs/{round_name(r)}")
+        stable, branches = stable + more[0], branches + more[1]
+    return {"stable": stable, "branches": branches}

@@ -2,12 +2,13 @@
 
 Step 5 of the seed recipe (predict the final run, then check the prediction):
 
-1. `fit_compute_optimal` fits, on the IsoFLOP runs (`results/metrics/runs.csv`), Chinchilla
-   Method 2 (fitting.isoflop.fit_isoflop: N_opt = k_n C^a, D_opt = k_d C^b) and the loss of the
-   compute-optimal model L_opt(C) = k_L C^e_L through the per-budget parabola minima (Kaplan et
-   al., arXiv:2001.08361, Sec. 6: L(C_min) is a power law in C). The bootstrap resamples runs
-   within each budget and refits all three laws together, so that any quantity at any compute
-   gets an interval from the same replicates; the replicates are stored in the JSON.
+1. `fit_compute_optimal` fits, on the IsoFLOP runs (`results/metrics/runs.csv`), the IsoFLOP
+   phase's Method 2 (fitting.isoflop_window: a parabola on a window per budget; N_opt = k_n C^a,
+   D_opt = k_d C^b) and the loss of the compute-optimal model L_opt(C) = k_L C^e_L through the
+   per-budget vertices (Kaplan et al., arXiv:2001.08361, Sec. 6: L(C_min) is a power law in C).
+   The bootstrap redraws every budget's window and refits all three laws together, so that any
+   quantity at any compute gets an interval from the same replicates; they are stored in the
+   JSON.
 2. `make_recipe` evaluates the laws at the target compute C: N, D, tokens per parameter, the
    predicted loss with its 95% interval, a concrete (n_layer, n_embd, n_head) near N, and the
    learning rate and batch (from `results/fits/hparams.json` when the LR x batch phase ran, else
@@ -34,8 +35,8 @@ import pandas as pd
 from scalinglab.config import SizeConfig, StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
+from scalinglab.phases import isoflop_fit, study
 from scalinglab.phases import runs as phase_runs
-from scalinglab.phases import study
 from scalinglab.phases.base import Phase, TrainingGroup
 from scalinglab.training import downstream
 
@@ -56,68 +57,46 @@ SAMPLE_NAMES = ("k_n", "a", "k_d", "b", "k_L", "e_L")
 
 
 # -- 1. the compute-optimal fit with its loss law ------------------------------------------------
-def _laws_of(C, N, loss, D) -> tuple:
-    from scalinglab.fitting.isoflop import fit_isoflop
-    from scalinglab.fitting.powerlaw import loglog_fit
-
-    fit = fit_isoflop(C, N, loss, D)
-    k_l, e_l = loglog_fit([b.C for b in fit.budgets], [b.loss_opt for b in fit.budgets])
-    return fit, (fit.k_n, fit.a, fit.k_d, fit.b, k_l, e_l)
-
-
-def bootstrap_compute_optimal(C, N, loss, D, *, n_boot: int, seed: int) -> np.ndarray:
-    """(n_ok, 6) replicates of (k_n, a, k_d, b, k_L, e_L): runs resampled within each budget,
-    every law refitted; a replicate left with fewer than 2 usable budgets is dropped."""
-    from scalinglab.fitting.allocation import budget_labels
-    from scalinglab.fitting.inputs import FitError
-
-    C, N, loss, D = (np.asarray(v, float) for v in (C, N, loss, D))
-    _, labels = budget_labels(C)
-    groups = [np.flatnonzero(labels == k) for k in range(labels.max() + 1)]
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n_boot):
-        idx = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
-        try:
-            rows.append(_laws_of(C[idx], N[idx], loss[idx], D[idx])[1])
-        except FitError:
-            continue
-    return np.array(rows, float).reshape(-1, len(SAMPLE_NAMES))
-
-
 def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
                         seed: int = 0) -> dict:
-    """The content of `results/fits/compute_optimal.json` from the IsoFLOP runs table."""
-    from scalinglab.fitting.inputs import FitError
-
+    """The content of `results/fits/compute_optimal.json` from the IsoFLOP runs table: the
+    IsoFLOP phase's Method 2 (a window per budget, the seed repeats averaged and weighed by
+    the noise floor) with its loss law, and the bootstrap replicates of all six coefficients."""
     for col in ("C", "N", "D", "loss"):
         if col not in runs.columns:
             raise UserError(f"runs table: no column {col!r}")
+    cfg = _study_config(study)
     runs = runs[np.isfinite(runs["loss"].astype(float))]
-    C, N, loss, D = (runs[c].to_numpy(float) for c in ("C", "N", "loss", "D"))
-    try:
-        fit, point = _laws_of(C, N, loss, D)
-    except FitError as err:
-        raise UserError(f"compute-optimal fit: {err}") from err
-    samples = bootstrap_compute_optimal(C, N, loss, D, n_boot=n_boot, seed=seed)
+    points = isoflop_fit.fit_points(runs)
+    noise = isoflop_fit.noise_floor(runs)
+    fit = isoflop_fit.window_fit(points, isoflop_fit.point_noise(points, noise["sigma"]),
+                                 isoflop_fit.window_of_config(cfg), n_boot, seed)
+    point = (fit.k_n, fit.a, fit.k_d, fit.b, fit.k_L, fit.e_L)
+    samples = (np.column_stack([fit.boot.samples[:, fit.boot.names.index(k)]
+                                for k in SAMPLE_NAMES]) if fit.boot is not None
+               else np.empty((0, len(SAMPLE_NAMES))))
+    samples = samples[np.all(np.isfinite(samples), axis=1)]
     ci = {name: [float(v) for v in np.percentile(samples[:, i], [2.5, 97.5])]
           for i, name in enumerate(SAMPLE_NAMES)} if len(samples) else None
-    top = max(b.C for b in fit.budgets)
+    law = fit.law_budgets
+    top = max(b.C for b in law)
     return {
-        "method": "isoflop (Chinchilla Method 2) + L_opt(C) power law",
+        "method": "isoflop (Chinchilla Method 2, a window per budget) + L_opt(C) power law",
         "laws": {"N_opt": "k_n * C^a", "D_opt": "k_d * C^b", "L_opt": "k_L * C^e_L"},
         **dict(zip(SAMPLE_NAMES, map(float, point), strict=True)),
         "ci": ci,
         "budgets": [{"C": b.C, "N_opt": b.N_opt, "D_opt": b.D_opt, "loss_opt": b.loss_opt,
-                     "tokens_per_param": b.tokens_per_param, "n_points": b.n_points,
-                     "inside_range": b.inside_range} for b in fit.budgets],
-        "dropped": [{"C": d.C, "n_points": d.n_points, "reason": d.reason} for d in fit.dropped],
+                     "tokens_per_param": b.tokens_per_param, "n_points": len(b.sizes),
+                     "inside_range": b.edge is None} for b in law],
+        "dropped": [{"C": b.C, "n_points": len(b.sizes), "reason": b.reason}
+                    for b in fit.budgets if not b.in_law],
         "largest_budget": top,
         "tokens_per_param": {
-            "per_budget": {f"{b.C:.4g}": b.tokens_per_param for b in fit.budgets},
-            "at_largest_budget": float(fit.tokens_per_param(top)),
+            "per_budget": {f"{b.C:.4g}": b.tokens_per_param for b in law},
+            "at_largest_budget": float(fit.d_opt(top) / fit.n_opt(top)),
             "published": list(PUBLISHED_TOKENS_PER_PARAM),
         },
+        "noise_sigma": noise["sigma"],
         "points": runs[["C", "N", "D", "loss"]].to_dict(orient="records"),
         "bootstrap": {"n": n_boot, "seed": seed, "n_failed": n_boot - len(samples),
                       "level": 0.95, "names": list(SAMPLE_NAMES),

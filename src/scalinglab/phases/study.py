@@ -46,6 +46,11 @@ def size_label(size: SizeConfig) -> str:
     return f"l{size.n_layer}-d{size.n_embd}-h{size.n_head}"
 
 
+def size_label_of(row) -> str:
+    """`size_label` of a table row with n_layer, n_embd and n_head columns."""
+    return size_label(SizeConfig(int(row.n_layer), int(row.n_embd), int(row.n_head)))
+
+
 def series_id(parametrization: str, size: SizeConfig, lr: float, batch_size: int) -> str:
     return f"{parametrization}-{size_label(size)}-lr{format_number(lr)}-b{batch_size}"
 
@@ -96,10 +101,23 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
     """Expand the IsoFLOP grid into one row per (size, budget). Rows that will not be trained
     carry their `reason`; `reason == ""` marks a branch to train (see `trained_runs`)."""
     check_config(cfg)
+    table = plan_sizes(cfg, cfg.model.sizes)
+    _check_every_budget_has_runs(cfg, table)
+    return table
+
+
+def plan_sizes(cfg: StudyConfig, sizes, *, seed: int | None = None,
+               round_: int = 0) -> pd.DataFrame:
+    """The (size, budget) rows of `sizes` on every budget: the first round's grid, or the sizes
+    and seeds a later round adds (`phases.isoflop_rounds`). A seed other than the study's is
+    part of the series id, so a repeat never shares a folder with the run it repeats."""
+    seed = cfg.seed if seed is None else seed
     rows = []
-    for size in cfg.model.sizes:
+    for size in sizes:
         counts = model_counts(gpt_config(cfg, size), cfg.flops.convention)
         sid = series_id(cfg.parametrization.name, size, cfg.training.lr, cfg.training.batch_size)
+        if seed != cfg.seed:
+            sid = f"{sid}-s{seed}"
         for budget in cfg.isoflop.budgets:
             steps = round(budget / (counts.flops_per_token * batch_tokens(cfg)))
             if cfg.schedule.kind == "cosine" or steps < 1:
@@ -131,14 +149,21 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
                     "steps": steps,
                     "decay_start": decay_start,
                     "warmup_steps": warmup_steps(cfg),
+                    "seed": seed,
+                    "round": round_,
                 }
             )
     table = pd.DataFrame(rows)
     table["reason"] = [exclusion_reason(cfg, row) for row in table.itertuples()]
-    # a stable run trains only as far as the last branch that will be trained
+    return with_stable_steps(table)
+
+
+def with_stable_steps(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each series' `stable_steps`: a stable run trains only as far as the last
+    branch that will be trained."""
+    table = table.copy()
     trained_starts = table["decay_start"].where(table["reason"] == "", 0)
     table["stable_steps"] = trained_starts.groupby(table["series_id"]).transform("max")
-    _check_every_budget_has_runs(cfg, table)
     return table
 
 
@@ -233,7 +258,8 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> RunSpec:
     return RunSpec(
         series_id=sid,
         phase=phase,
-        seed=cfg.seed,
+        # a later round's repeat carries its own seed (plan_sizes); other phases the study's
+        seed=int(first.get("seed", cfg.seed)),
         model=to_dict(gpt_config(cfg, size)),
         parametrization=run_parametrization(resolved["parametrization"]),
         training=resolved["training"],
@@ -260,4 +286,6 @@ def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> RunSpec:
         # the downstream task its decay branches are scored on at their final weights
         downstream=(resolved["downstream"]
                     if phase in SCORED_PHASES and cfg.downstream.enabled else None),
+        # absent for the first round, so that its specs (and so its runs) stay as they were
+        round=int(first.get("round", 0)) or None,
     )

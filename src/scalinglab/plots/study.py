@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on the machines that run the workflow
 
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -75,42 +76,82 @@ def loss_curves(curves: pd.DataFrame, out: str) -> None:
     _save(fig, out)
 
 
+ROUND_MARKERS = ("o", "s", "D", "^", "v")
+
+
+def _failed(runs: pd.DataFrame) -> np.ndarray:
+    failed = ~np.isfinite(runs["loss"].to_numpy(float))
+    if "diverged" in runs.columns:
+        failed |= runs["diverged"].astype(str).str.lower().isin(("true", "1")).to_numpy()
+    return failed
+
+
 def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
-    """Loss against N for each budget, with the fitted parabolas in log N and their minima.
-    Failed runs (diverged, or without a finite loss) are crosses along the top of the panel,
-    left out of the parabola as they are out of the fit."""
+    """Loss against N for each budget: the points (seed repeats averaged; the marker says which
+    round added them), the parabola drawn over its fit window only, its minimum (star; hollow
+    when at an edge of the grid and left out of the laws) with the N_opt 95% interval as a bar.
+    Failed runs (diverged, or without a finite loss) are crosses along the top of the panel."""
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9, 6))
+    points = pd.DataFrame(fit["points"]) if fit.get("points") else runs[~_failed(runs)]
     budgets = sorted(runs["C"].unique())
     palette = dict(zip(budgets, sns.color_palette("rocket_r", len(budgets)), strict=True))
     optima = {b["C"]: b for b in fit.get("budgets", [])}
-    loss = runs["loss"].to_numpy(float)
-    failed = ~np.isfinite(loss)
-    if "diverged" in runs.columns:
-        failed |= runs["diverged"].astype(str).str.lower().isin(("true", "1")).to_numpy()
-    top = float(np.max(loss[~failed])) if (~failed).any() else 1.0
+    failed = _failed(runs)
+    top = float(points["loss"].max()) if len(points) else 1.0
+    rounds = sorted(points["round"].unique()) if "round" in points else [0]
     for budget in budgets:
-        at = (runs["C"] == budget).to_numpy()
-        group = runs[at & ~failed].sort_values("N")
         color = palette[budget]
-        ax.plot(group["N"], group["loss"], "o", color=color, label=f"C={budget:.2g}")
-        if (at & failed).any():
-            ax.plot(runs["N"][at & failed], np.full(int((at & failed).sum()), top), "x",
-                    color=color, ms=8, mew=2)
+        group = points[np.isclose(points["C"], budget, rtol=1e-9)].sort_values("N")
         best = _closest(optima, budget)
-        if best is None or len(group) < 3:
+        window = set(best.get("window") or group["N"].round()) if best else set()
+        for r in rounds:
+            at = group[group["round"] == r] if "round" in group else group
+            inside = at["N"].round().isin(window)
+            marker = ROUND_MARKERS[int(r) % len(ROUND_MARKERS)]
+            ax.plot(at["N"][inside], at["loss"][inside], marker, color=color, ms=5,
+                    ls="none")
+            ax.plot(at["N"][~inside], at["loss"][~inside], marker, color=color, ms=5,
+                    ls="none", alpha=0.3)
+        at_failed = np.isclose(runs["C"].to_numpy(float), budget, rtol=1e-9) & failed
+        if at_failed.any():
+            ax.plot(runs["N"][at_failed], np.full(int(at_failed.sum()), top), "x", color=color,
+                    ms=8, mew=2)
+        if best is None:
             continue
-        # the same least-squares parabola in log N that fitting.isoflop fits per budget
-        coeffs = np.polyfit(np.log(group["N"].to_numpy(float)), group["loss"].to_numpy(float), 2)
-        grid = np.linspace(np.log(group["N"].min()), np.log(group["N"].max()), 100)
-        ax.plot(np.exp(grid), np.polyval(coeffs, grid), "-", color=color, lw=1.2)
-        ax.plot(best["N_opt"], best["loss_opt"], "*", color=color, ms=14, mec="black")
+        fitted = group[group["N"].round().isin(window)]
+        if len(fitted) >= 3:
+            x = np.log(fitted["N"].to_numpy(float))
+            coeffs = np.polyfit(x, fitted["loss"].to_numpy(float), 2)
+            grid = np.linspace(x.min(), x.max(), 100)
+            ax.plot(np.exp(grid), np.polyval(coeffs, grid), "-", color=color, lw=1.2)
+        in_law = best.get("in_law", best.get("inside_range", True))
+        if np.isfinite(best.get("N_opt") or np.nan) and np.isfinite(best.get("loss_opt") or np.nan):
+            ci = best.get("N_opt_ci")
+            if ci and in_law:
+                ax.errorbar(best["N_opt"], best["loss_opt"],
+                            xerr=[[best["N_opt"] - ci[0]], [ci[1] - best["N_opt"]]],
+                            color=color, capsize=3, lw=1)
+            ax.plot(best["N_opt"], best["loss_opt"], "*", ms=13, mec="black",
+                    color=color if in_law else "none")
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("final validation loss")
-    title = f"IsoFLOP profiles (a = {fit.get('a', float('nan')):.3f})"
+    ax.set_ylabel("final validation loss (mean over seeds)")
+    title = f"IsoFLOP profiles: {len(budgets)} budgets (a = {fit.get('a', float('nan')):.3f})"
     ax.set_title(title + (f"; x: {int(failed.sum())} failed run(s)" if failed.any() else ""))
-    ax.legend(fontsize=8)
+    handles = [matplotlib.lines.Line2D([], [], color="0.3", marker=ROUND_MARKERS[int(r) % 5],
+                                       ls="none", label=f"round {int(r)}") for r in rounds]
+    handles += [matplotlib.lines.Line2D([], [], color="0.3", marker="o", ls="none", alpha=0.3,
+                                        label="outside the fit window"),
+                matplotlib.lines.Line2D([], [], color="0.3", marker="*", ms=10, mec="black",
+                                        ls="none", label="minimum, 95% interval of N_opt"),
+                matplotlib.lines.Line2D([], [], color="none", marker="*", ms=10, mec="black",
+                                        ls="none", label="minimum at an edge (not in the laws)")]
+    budget_legend = ax.legend(
+        handles=[matplotlib.lines.Line2D([], [], color=palette[c], lw=2, label=f"C={c:.2g}")
+                 for c in budgets], fontsize=7, ncol=2, loc="upper right", title="budget")
+    ax.add_artist(budget_legend)
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
     _save(fig, out)
 
 
@@ -121,34 +162,71 @@ def _closest(optima: dict, budget: float) -> dict | None:
     return None
 
 
+def _law_line(ax, grid, values, band, color, label):
+    ax.plot(grid, values, "-", color=color, label=label)
+    if band:
+        ok = [b is not None for b in band]
+        lows = [b[0] for b, k in zip(band, ok, strict=True) if k]
+        highs = [b[1] for b, k in zip(band, ok, strict=True) if k]
+        ax.fill_between(np.asarray(grid)[ok], lows, highs, color=color, alpha=0.18, lw=0)
+
+
 def compute_optimal(fit: dict, out: str) -> None:
-    """N_opt(C) and D_opt(C): the per-budget minima and the fitted power laws."""
+    """N_opt(C) and D_opt(C): the per-budget minima with their intervals, Method 2's power laws
+    and Method 3's compute-optimal curves, each with its 95% band where the fit has one."""
     sns.set_theme(style="whitegrid", context="notebook")
     budgets = pd.DataFrame(fit.get("budgets", []))
     if budgets.empty:
         raise UserError("the fit has no usable budget: nothing to draw")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    grid = np.geomspace(budgets["C"].min() / 2, budgets["C"].max() * 2, 50)
-    ci = fit.get("ci", {})
+    in_law = budgets["in_law"] if "in_law" in budgets else budgets.get(
+        "inside_range", pd.Series(True, index=budgets.index))
+    in_law = in_law.astype(bool)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    m2_band = fit.get("band") or {}
+    grid = np.asarray(m2_band.get("C") or np.geomspace(budgets["C"].min() / 2,
+                                                       budgets["C"].max() * 2, 50))
+    ci = fit.get("ci") or {}
+    m3 = fit.get("method3") or {}
     for ax, column, coef, exp, name in (
         (axes[0], "N_opt", "k_n", "a", "N"),
         (axes[1], "D_opt", "k_d", "b", "D"),
     ):
-        ax.plot(budgets["C"], budgets[column], "o", color="C0", label="IsoFLOP minima")
+        law = budgets[in_law]
+        if column == "N_opt" and "N_opt_ci" in law:
+            err = np.array([[v - c[0], c[1] - v] if c else [0, 0]
+                            for v, c in zip(law[column], law["N_opt_ci"], strict=True)]).T
+            ax.errorbar(law["C"], law[column], yerr=err, fmt="o", color="C0", capsize=3,
+                        label="IsoFLOP minima (95% interval)")
+        else:
+            ax.plot(law["C"], law[column], "o", color="C0", label="IsoFLOP minima")
+        if (~in_law).any():
+            ax.plot(budgets["C"][~in_law], budgets[column][~in_law], "o", mfc="none",
+                    color="C0", label="minimum at an edge (not fitted)")
         interval = ci.get(exp)
-        text = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
-        ax.plot(grid, fit[coef] * grid ** fit[exp], "-", color="C3",
-                label=f"{name}_opt = {fit[coef]:.3g} C^{fit[exp]:.3f} {text}")
+        text = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        _law_line(ax, grid, fit[coef] * grid ** fit[exp], m2_band.get(column), "C3",
+                  f"Method 2: {name}_opt = {fit[coef]:.3g} C^{fit[exp]:.3f}{text}")
+        for key, color in (("huber", "C2"), ("varpro", "C4")):
+            entry = m3.get(key)
+            if not entry or not entry.get("optima"):
+                continue
+            a_ci = (entry.get("ci") or {}).get("a")
+            text = f" [{a_ci[0]:.3f}, {a_ci[1]:.3f}]" if a_ci else ""
+            _law_line(ax, entry["optima"]["C"], entry["optima"][column],
+                      (entry.get("band") or {}).get(column), color,
+                      f"Method 3 ({key}): a = {entry['a']:.3f}{text}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # a two-decade range: minor labels would collide
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("compute C (FLOPs)")
         ax.set_ylabel(f"{column}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     tpp = fit.get("tokens_per_param")
     if tpp is not None:
-        fig.suptitle(f"Compute-optimal sizing: {tpp:.1f} tokens per parameter")
+        tpp_ci = ci.get("tokens_per_param")
+        text = f" [{tpp_ci[0]:.1f}, {tpp_ci[1]:.1f}]" if tpp_ci else ""
+        fig.suptitle(f"Compute-optimal sizing: {tpp:.1f}{text} tokens per parameter (Method 2)")
     _save(fig, out)
 
 
@@ -156,7 +234,10 @@ def draw(figure: str, args) -> None:
     if figure == "loss-curves":
         loss_curves(_read_csv(args.curves, "curves"), args.out)
     elif figure == "isoflop":
-        isoflop(_read_csv(args.runs, "runs"), _read_fit(args.fit), args.out)
+        fit = _read_fit(args.fit)
+        isoflop(_read_csv(args.runs, "runs"), fit, args.out)
+        if getattr(args, "words_out", None):
+            atomic.write_text(args.words_out, interval_words(fit))
     elif figure == "compute-optimal":
         compute_optimal(_read_fit(args.fit), args.out)
     else:  # argparse restricts the choices; this is a programming error
@@ -192,3 +273,21 @@ def downstream(fit: dict, out: str) -> None:
     ax.set_title("Accuracy on the held-out continuation task against loss")
     ax.legend(fontsize=8)
     _save(fig, out)
+
+
+def interval_words(fit: dict) -> str:
+    """Each budget's compute-optimal size and its 95% interval in words (reStructuredText, for
+    the report's caption)."""
+    lines = []
+    for b in fit.get("budgets", []):
+        head = f"- At C = {b['C']:.3g} FLOPs"
+        if not b.get("in_law", True):
+            lines.append(f"{head} the minimum was not located ({b.get('reason')}); this budget "
+                         "is left out of the laws.")
+            continue
+        ci = b.get("N_opt_ci")
+        span = (f", with 95% interval {ci[0]:,.0f} to {ci[1]:,.0f} (a factor "
+                f"{ci[1] / ci[0]:.2f})" if ci else " (no interval)")
+        lines.append(f"{head} the optimal size is {b['N_opt']:,.0f} parameters{span}, from "
+                     f"{len(b.get('window', []))} sizes in its window.")
+    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from scalinglab.training.spec import RunSpec
 RUN_COLUMNS = [
     "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
     "N_total", "D", "C", "loss", "diverged", "schedule", "lr", "batch_size", "steps",
-    "wall_seconds", "accuracy", "chance",
+    "wall_seconds", "accuracy", "chance", "seed", "round",
 ]
 
 
@@ -62,6 +62,9 @@ def run_row(record: dict) -> dict:
         # the downstream accuracy (scalinglab.training.downstream): NaN when off, absent or diverged
         "accuracy": _number(None if diverged else record.get("final_accuracy")),
         "chance": _number(record.get("accuracy_chance")),
+        "seed": spec.seed,
+        # the IsoFLOP round that added the run (phases.isoflop_rounds); 0: the first grid
+        "round": spec.round or 0,
     }
 
 

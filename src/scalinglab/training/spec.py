@@ -113,6 +113,7 @@ class RunSpec:
     variant: dict | None = None  # the variants phase: the variant as configured; else absent
     N_active: int | None = None  # the variants phase: active non-embedding parameters
     N_nonembedding: int | None = None  # the variants phase: every expert's non-embedding count
+    round: int | None = None  # the IsoFLOP refinement round that added it; None: the first
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "spec") -> RunSpec:
