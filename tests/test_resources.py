@@ -116,7 +116,7 @@ def test_the_signal_comes_well_before_the_shortest_time_limit():
 # -- every training rule of every phase, through a dry run of the workflow ---------------------
 TRAINING_RULES = {
     "train_stable_isoflop", "decay_branch_isoflop",  # the IsoFLOP spine
-    "train_stable_isoflop_r1", "decay_branch_isoflop_r1",  # its refinement round
+    *(REFINEMENT_RULES := {"train_stable_isoflop_r1", "decay_branch_isoflop_r1"}),  # round 1
     "train_stable_lr_transfer", "decay_branch_lr_transfer",
     "train_stable_variant", "decay_branch_variant",
     "train_stable_hparams", "decay_branch_hparams", "train_stable_critical_batch",
@@ -183,7 +183,8 @@ def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_sign
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = [job for job in planned_jobs(result.stdout + result.stderr)
             if RUN_JSON.search(job["output"])]
-    assert {job["rule"] for job in jobs} == TRAINING_RULES
+    # a dry run cannot plan the refinement round: its checkpoint has not run
+    assert {job["rule"] for job in jobs} == TRAINING_RULES - REFINEMENT_RULES
 
     expected = TrainingResources(SLOW, cfg.resources.runtime_margin, "cuda")
     for job in jobs:
