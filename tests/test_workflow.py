@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, job_counts, snakemake
 from scalinglab.cli.main import merged_config
 from scalinglab.config import StudyConfig, from_dict
-from scalinglab.phases.study import plan_isoflop, trained_runs, trained_series
+from scalinglab.phases.study import plan_isoflop, plan_predicted, trained_runs, trained_series
 
 FIGURES = ["loss_curves.png", "isoflop.png", "compute_optimal.png"]
 
@@ -52,7 +52,8 @@ def test_single_figure_target_plans_only_what_it_needs(tmp_path):
 def test_smoke_study_end_to_end(tmp_path):
     # one noise seed: the checkpoint plans round 1 (a repeat of each optimum's nearest size)
     rounds = tmp_path / "rounds.yaml"
-    rounds.write_text("isoflop:\n  noise_seeds: 1\n")
+    # and two budgets that train nothing: the schedule law predicts their branches
+    rounds.write_text("isoflop:\n  noise_seeds: 1\n  predicted_budgets: [5.3e+9, 9.2e+9]\n")
     config = str(REPO / "tests" / "smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config, str(rounds))
     assert result.returncode == 0, result.stderr[-4000:]
@@ -63,6 +64,10 @@ def test_smoke_study_end_to_end(tmp_path):
     runs = pd.read_csv(tmp_path / "results" / "metrics" / "runs.csv")
     cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), config, str(rounds)]))
     expected = trained_runs(plan_isoflop(cfg))
+    predicted = runs[runs["loss_source"] == "predicted"]
+    assert sorted(predicted["run_id"]) == sorted(trained_runs(plan_predicted(cfg))["run_id"])
+    assert sorted(predicted["C"].unique()) == [5.3e9, 9.2e9]
+    runs = runs[runs["loss_source"] == "trained"]
     first = runs[runs["round"] == 0]
     assert sorted(first["run_id"]) == sorted(expected["run_id"])
     repeats = runs[runs["round"] == 1]
@@ -72,6 +77,12 @@ def test_smoke_study_end_to_end(tmp_path):
     assert fit["noise"]["sigma"] > 0 and fit["noise"]["points"]
     assert [r["round"] for r in fit["rounds"]] == [0, 1]
     assert fit["compute"]["trained_flops"] > 0
+    extended = fit["with_predicted"]
+    assert extended["n_predicted_points"] == len(predicted)
+    saved = trained_runs(plan_predicted(cfg))["C_actual"].sum()
+    assert extended["compute"]["independent_flops"] == pytest.approx(
+        fit["compute"]["independent_flops"] + saved)
+    assert extended["compute"]["compute_saving_ratio"] > fit["compute_saving_ratio"]
     assert runs["loss"].between(0.5, 7.0).all()  # ln(300) = 5.7 is the loss of a uniform guess
     for column in ("n_layer", "n_embd", "N", "N_total", "D", "C", "loss", "schedule",
                    "wall_seconds"):

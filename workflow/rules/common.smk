@@ -5,7 +5,13 @@ import sys
 
 from scalinglab import jobs, phases
 from scalinglab.config import StudyConfig, from_dict, to_dict
-from scalinglab.phases import JobResources, isoflop, isoflop_rounds, one_of
+from scalinglab.phases import (
+    JobResources,
+    isoflop,
+    isoflop_rounds,
+    one_of,
+    schedule_law,
+)
 from scalinglab.phases.base import TOKENS_DIR
 from scalinglab.training.resources import TrainingResources
 from snakemake.utils import validate
@@ -78,3 +84,7 @@ def isoflop_round_plans(wildcards):
     return ["results/study/plan.csv"] + [
         isoflop.round_file(r, "plan.csv") for r in range(1, int(wildcards.round) + 1)
     ]
+
+
+# -- the budgets that train nothing (isoflop.predicted_budgets; scalinglab.phases.schedule_law) --
+PREDICTED_RUNS = [schedule_law.PREDICTED] if STUDY.isoflop.predicted_budgets else []

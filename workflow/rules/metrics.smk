@@ -15,7 +15,8 @@ rule collect_isoflop_round:
     benchmark:
         "results/benchmarks/collect_isoflop_round/{round}.tsv"
     wildcard_constraints:
-        round=one_of(str(r) for r in range(ISOFLOP_ROUNDS)),
+        # round 0 always: the schedule law fits the first grid's curves
+        round=one_of(str(r) for r in range(max(ISOFLOP_ROUNDS, 1))),
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -28,6 +29,8 @@ rule collect_metrics:
     input:
         stable=isoflop_all_runs("stable"),
         branches=isoflop_all_runs("branches"),
+        # the budgets that train nothing (isoflop.predicted_budgets), from the schedule law
+        predicted=PREDICTED_RUNS,
     output:
         runs="results/metrics/runs.csv",
         curves="results/metrics/curves.csv",
@@ -40,4 +43,4 @@ rule collect_metrics:
     shell:
         "python -m scalinglab isoflop collect --stable {input.stable}"
         " --branches {input.branches} --runs-out {output.runs}"
-        " --curves-out {output.curves} > {log} 2>&1"
+        " --curves-out {output.curves} --predicted {input.predicted} > {log} 2>&1"

@@ -13,11 +13,14 @@ from scalinglab.errors import UserError
 
 def read_points(path: str):
     """The runs table's (loss, accuracy) rows and the task's chance, one value for the table."""
+    from scalinglab.training.metrics import trained_rows
+
     runs = read_csv(path, "runs table")
     for column in ("loss", "accuracy", "chance"):
         if column not in runs.columns:
             raise UserError(f"{path}: no column {column!r} (made before downstream existed? "
                             "remake it with isoflop collect)")
+    runs = trained_rows(runs)  # a predicted budget's loss has no accuracy to pair it with
     chances = runs["chance"].dropna().unique()
     if len(chances) == 0:
         raise UserError(f"{path}: no run has a downstream accuracy (downstream.enabled: false "

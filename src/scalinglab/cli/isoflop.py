@@ -12,7 +12,7 @@ inside the handlers: they import torch, pandas and matplotlib, which `--help` sh
 from __future__ import annotations
 
 from scalinglab.cli import grammar
-from scalinglab.cli.io import read_json, read_table, study_config, write_csv, write_json
+from scalinglab.cli.io import read_csv, read_json, read_table, study_config, write_csv, write_json
 from scalinglab.errors import UserError
 from scalinglab.training.downstream import check_split
 
@@ -30,9 +30,11 @@ def _plan(args) -> None:
 
 
 def _collect(args) -> None:
-    from scalinglab.training.metrics import collect
+    from scalinglab.training.metrics import collect, with_predicted
 
     runs, curves = collect(args.stable, args.branches)
+    for path in args.predicted:
+        runs = with_predicted(runs, read_csv(path, "predicted runs"))
     write_csv(args.runs_out, runs)
     write_csv(args.curves_out, curves)
 
@@ -88,6 +90,9 @@ def register(sub) -> None:
 
     p = grammar.verb(isoflop, "collect", _collect, "runs.csv and curves.csv from finished runs")
     grammar.add_collected_runs(p)
+    p.add_argument("--predicted", nargs="*", default=[],
+                   help="predicted_runs.csv (schedule-law predict): rows of the budgets that "
+                   "train nothing, added to runs.csv with loss_source predicted")
 
     p = grammar.verb(isoflop, "fit", _fit, "the phase's analysis (isoflop.json): Method 2 on a "
                      "window per budget, Method 3, noise floor, compute saved, leave-largest-out")

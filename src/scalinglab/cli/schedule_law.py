@@ -9,7 +9,7 @@ should not wait for.
 from __future__ import annotations
 
 from scalinglab.cli import grammar
-from scalinglab.cli.io import read_csv, read_json, write_csv, write_json
+from scalinglab.cli.io import read_csv, read_json, study_config, write_csv, write_json
 from scalinglab.errors import UserError
 
 
@@ -31,6 +31,22 @@ def _fit(args) -> None:
           f"max {loo['max']} over {loo['n']} branches")
 
 
+def _predict(args) -> None:
+    from scalinglab.phases import schedule_law, study
+
+    cfg = study_config(args.config)
+    fit = read_json(args.fit, "schedule-law fit")
+    specs = [read_json(path, "spec") for path in args.specs]
+    table = study.plan_predicted(cfg)
+    runs = schedule_law.predict_runs(fit, specs, table)
+    write_csv(args.out, runs)
+    left = table[table["reason"] != ""]
+    print(f"{len(runs)} predicted branches on {runs['C'].nunique()} budgets; "
+          f"{len(left)} (size, budget) pairs left out")
+    for row in left.itertuples():
+        print(f"  left out {row.run_id}: {row.reason}")
+
+
 def register(sub) -> None:
     """Add `schedule-law fit` to the `scalinglab` parser's subparsers."""
     group = grammar.group(sub, "schedule-law", "the schedule law fitted on the study's curves")
@@ -42,3 +58,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="fit JSON to write")
     p.add_argument("--lr-out", required=True, help="(run, step, lr) CSV to write")
     p.add_argument("--figure", required=True, help="PNG to write")
+
+    p = grammar.verb(group, "predict", _predict, "the final losses of the budgets that train "
+                     "nothing (isoflop.predicted_budgets), from each series' fitted law")
+    p.add_argument("--fit", required=True, help="schedule_law.json (schedule-law fit)")
+    p.add_argument("--specs", nargs="+", required=True, help="the series' spec JSON files")
+    grammar.add_config(p)
+    p.add_argument("--out", required=True, help="predicted_runs.csv to write")

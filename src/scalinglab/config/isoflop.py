@@ -13,6 +13,12 @@ class IsoflopConfig:
     budgets: tuple[float, ...] = field(
         default=(), metadata=positive("compute budgets C in FLOPs", min_len=1)
     )
+    predicted_budgets: tuple[float, ...] = field(
+        default=(),
+        metadata=positive("budgets that train nothing: each size's branch loss is predicted by "
+                          "the schedule law fitted on its trained curves (phases.schedule_law); "
+                          "the IsoFLOP fit is reported with and without them"),
+    )
     min_steps: int = field(
         default=20,
         metadata=positive("a (size, budget) run with fewer optimizer steps is left out"),

@@ -60,6 +60,12 @@ class Isoflop(Phase):
                  f"-> {len(kept)} branches from {kept['series_id'].nunique()} stable runs",
                  f"  first round: {trained:.3g} FLOPs trained for the {independent:.3g} of as "
                  f"many independent runs (compute_saving_ratio {independent / trained:.2f})"]
+        if cfg.isoflop.predicted_budgets:
+            predicted = study.trained_runs(study.plan_predicted(cfg))
+            equivalent = independent + float(predicted["C_actual"].sum())
+            lines.append(f"  {len(cfg.isoflop.predicted_budgets)} predicted budget(s) train "
+                         f"nothing: {len(predicted)} branches from the schedule law "
+                         f"(compute_saving_ratio with them {equivalent / trained:.2f})")
         rounds = isoflop_rounds.round_count(cfg)
         if rounds:
             lines.append(f"  then {rounds} refinement round(s) planned from the fits "

@@ -39,6 +39,7 @@ from scalinglab.phases.isoflop_method3 import (  # noqa: F401 - FlopsPerToken, o
     optimum_on_grid,
 )
 from scalinglab.phases.runs import phase_flops
+from scalinglab.training.metrics import trained_rows
 
 
 def fit_points(runs: pd.DataFrame) -> pd.DataFrame:
@@ -269,13 +270,76 @@ def leave_largest_out(cfg: StudyConfig, runs: pd.DataFrame, points: pd.DataFrame
     return out
 
 
+# -- the budgets that train nothing ----------------------------------------------------------------
+def predicted_noise(points: pd.DataFrame, sigma: float | None) -> np.ndarray | None:
+    """A predicted point's standard error: the noise floor and the law's own error (its series'
+    leave-one-out RMS, relative) in quadrature; a trained point's is `point_noise`'s."""
+    if sigma is None:
+        return None
+    law = points["predicted_rel_error"].fillna(0).to_numpy(float) * points["loss"].to_numpy()
+    return np.sqrt(sigma**2 + law**2)
+
+
+def _width(ci) -> float | None:
+    return float(ci[1] - ci[0]) if ci else None
+
+
+def _ratio(ci) -> float | None:
+    return float(ci[1] / ci[0]) if ci else None
+
+
+def with_predicted(cfg: StudyConfig, trained: dict, points: pd.DataFrame, predicted: pd.DataFrame,
+                   noise: dict, window: dict, n_boot: int, seed: int) -> dict:
+    """Method 2 again, on the trained points and the predicted budgets' (`loss_source`
+    predicted), each predicted point weighed by `predicted_noise`; with the compute it saves
+    and how the intervals change against the trained-only fit `trained`."""
+    ok = finished(predicted)
+    extra = ok.groupby(["C", "N"], as_index=False).agg(
+        D=("D", "mean"), loss=("loss", "mean"), n_seeds=("loss", "size"),
+        predicted_rel_error=("predicted_rel_error", "first"))
+    both = pd.concat([points.assign(predicted_rel_error=np.nan), extra], ignore_index=True)
+    both = both.sort_values(["C", "N"]).reset_index(drop=True)
+    sigmas = None
+    if noise["sigma"] is not None:
+        is_predicted = both["predicted_rel_error"].notna().to_numpy()
+        sigmas = np.where(is_predicted, predicted_noise(both, noise["sigma"]),
+                          point_noise(both, noise["sigma"]))
+    m2 = method2(both, sigmas, window, n_boot, seed)
+    plan = study.plan_predicted(cfg)
+    extra_flops = float(plan[plan["run_id"].isin(ok["run_id"])]["C_actual"].sum())
+    spent = trained["compute"]["trained_flops"]
+    independent = trained["compute"]["independent_flops"] + extra_flops
+    ci0, ci1 = trained.get("ci") or {}, m2.get("ci") or {}
+    keep = ("a", "b", "k_n", "k_d", "tokens_per_param", "tokens_per_param_at_C",
+            "tokens_per_param_at_largest", "loss_law", "budgets", "n_law_budgets", "ci")
+    return {
+        "method": "isoflop-window on the trained and the predicted points; a predicted point's "
+                  "noise: the noise floor and its series' leave-one-out error in quadrature",
+        "predicted_budgets": sorted(float(c) for c in ok["C"].unique()),
+        "n_predicted_points": len(extra),
+        **{key: m2[key] for key in keep},
+        "compute": {"trained_flops": spent, "independent_flops": independent,
+                    "compute_saving_ratio": independent / spent if spent else None},
+        "compared": {
+            "a_ci_width": {"trained": _width(ci0.get("a")), "with_predicted": _width(ci1.get("a"))},
+            "tokens_per_param_ci_ratio": {"trained": _ratio(ci0.get("tokens_per_param")),
+                                          "with_predicted": _ratio(ci1.get("tokens_per_param"))},
+            "compute_saving_ratio": {"trained": trained["compute"]["compute_saving_ratio"],
+                                     "with_predicted": independent / spent if spent else None},
+        },
+    }
+
+
 def analyse(cfg: StudyConfig, runs: pd.DataFrame, plans: list[pd.DataFrame], *,
             n_boot: int = 1000, seed: int = 0) -> dict:
-    """The content of results/fits/isoflop.json (and of each round's fit.json)."""
+    """The content of results/fits/isoflop.json (and of each round's fit.json): every key from
+    the trained runs; `with_predicted` when runs.csv has predicted budgets too."""
     for col in ("C", "N", "D", "loss", "diverged", "seed", "round", "n_layer", "n_embd"):
         if col not in runs.columns:
             raise UserError(f"runs.csv: no column {col!r} (made by an older scalinglab? rerun "
                             "isoflop collect)")
+    predicted = runs.drop(trained_rows(runs).index)
+    runs = trained_rows(runs)
     window = window_of_config(cfg)
     points = fit_points(runs)
     noise = noise_floor(runs)
@@ -294,4 +358,7 @@ def analyse(cfg: StudyConfig, runs: pd.DataFrame, plans: list[pd.DataFrame], *,
     result["compute_saving_ratio"] = result["compute"]["compute_saving_ratio"]
     result["rounds"] = rounds_block(runs)
     result["points"] = points.to_dict(orient="records")
+    if len(predicted):
+        result["with_predicted"] = with_predicted(cfg, result, points, predicted, noise, window,
+                                                  n_boot, seed)
     return result

@@ -39,6 +39,7 @@ from scalinglab.phases import isoflop_fit, study
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases.base import Phase, TrainingGroup
 from scalinglab.training import downstream
+from scalinglab.training.metrics import trained_rows
 
 PHASE = "validation"
 SERIES_PREFIX = "val"
@@ -66,6 +67,7 @@ def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
         if col not in runs.columns:
             raise UserError(f"runs table: no column {col!r}")
     cfg = _study_config(study)
+    runs = trained_rows(runs)  # a recipe stands on trained runs only
     runs = runs[np.isfinite(runs["loss"].astype(float))]
     points = isoflop_fit.fit_points(runs)
     noise = isoflop_fit.noise_floor(runs)

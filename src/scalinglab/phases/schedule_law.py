@@ -24,11 +24,13 @@ from scalinglab.errors import UserError
 from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law
 from scalinglab.fitting.schedule_law import Curve, predict, relative_errors
 from scalinglab.phases.base import Phase
+from scalinglab.training.metrics import RUN_COLUMNS
 from scalinglab.training.schedule import Schedule
 
 FIT = "results/fits/schedule_law.json"
 FIGURE = "results/figures/schedule_law.png"
 LR_TABLE = "results/schedule_law/lr.csv"
+PREDICTED = "results/schedule_law/predicted_runs.csv"
 
 
 def run_schedule(spec: dict, branch: dict | None = None) -> tuple[Schedule, int]:
@@ -146,6 +148,40 @@ def analyse(curves: pd.DataFrame, specs: list[dict]) -> dict:
     }
 
 
+def law_error(size: dict) -> float | None:
+    """A series' typical error on a final loss it did not see: the root mean square of its
+    branches' leave-one-out errors (None when it has none)."""
+    errors = [b["leave_one_out"]["final_rel_error"] for b in size.get("branches", {}).values()
+              if "final_rel_error" in b.get("leave_one_out", {})]
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else None
+
+
+def predict_runs(fit: dict, specs: list[dict], table: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv rows (`loss_source` "predicted") for the branches of `table` that train
+    nothing (`study.plan_predicted`): each final loss is the law of its series, fitted on that
+    series' trained curves, at the end of the branch's own schedule. `predicted_rel_error` is
+    the series' `law_error`. A series the law could not be fitted on predicts nothing."""
+    by_series = {s["series_id"]: s for s in fit["sizes"] if "params" in s}
+    specs = {spec["series_id"]: spec for spec in specs}
+    rows = []
+    for row in table[table["reason"] == ""].itertuples():
+        size, spec = by_series.get(row.series_id), specs.get(row.series_id)
+        if size is None or spec is None:
+            continue
+        branch = {"total_steps": int(row.steps), "decay_start": int(row.decay_start)}
+        loss = predict(fit["form"], size["params"], lr_trace(spec, branch), [int(row.steps)])
+        rows.append({
+            "run_id": row.run_id, "series_id": row.series_id, "label": row.label,
+            "parametrization": row.parametrization, "n_layer": row.n_layer,
+            "n_embd": row.n_embd, "n_head": row.n_head, "N": row.N, "N_total": row.N_total,
+            "D": row.D, "C": row.C, "loss": float(loss[-1]), "diverged": False,
+            "schedule": row.schedule, "lr": row.lr, "batch_size": row.batch_size,
+            "steps": row.steps, "seed": row.seed, "round": 0, "loss_source": "predicted",
+            "predicted_rel_error": law_error(size),
+        })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
 @dataclass(frozen=True)
 class ScheduleLaw(Phase):
     """Trains nothing: it fits the spine's curves, so it is on whenever the spine is."""
@@ -153,7 +189,7 @@ class ScheduleLaw(Phase):
     name: str = "schedule_law"
 
     def targets(self, cfg):
-        return [FIT, FIGURE, LR_TABLE]
+        return [FIT, FIGURE, LR_TABLE] + ([PREDICTED] if cfg.isoflop.predicted_budgets else [])
 
 
 def prediction_panels(curves: pd.DataFrame, specs: list[dict], fit: dict) -> list[dict]:

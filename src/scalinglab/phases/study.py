@@ -85,6 +85,18 @@ def check_config(cfg: StudyConfig) -> None:
     budgets = [budget_label(b) for b in cfg.isoflop.budgets]
     if len(set(budgets)) != len(budgets):
         raise UserError("isoflop.budgets: two budgets share the same label (listed twice?)")
+    predicted = [budget_label(b) for b in cfg.isoflop.predicted_budgets]
+    if len(set(predicted)) != len(predicted):
+        raise UserError("isoflop.predicted_budgets: two budgets share the same label (listed "
+                        "twice?)")
+    both = sorted(set(predicted) & set(budgets))
+    if both:
+        raise UserError(f"isoflop.predicted_budgets: {both[0]} is also a trained budget "
+                        "(isoflop.budgets); a budget is either trained or predicted")
+    if predicted and cfg.schedule.kind != "wsd":
+        raise UserError("isoflop.predicted_budgets: a predicted budget is a decay branch of a "
+                        "WSD stable run; schedule.kind is "
+                        f"{cfg.schedule.kind!r}")
     check_vocab_size(cfg.tokenizer.vocab_size)  # 257 (256 bytes + <|endoftext|>) to 2**32 - 1
     gpt_config(cfg, cfg.model.sizes[0])  # lets the parametrization reject its own bad keys
 
@@ -106,19 +118,41 @@ def plan_isoflop(cfg: StudyConfig) -> pd.DataFrame:
     return table
 
 
-def plan_sizes(cfg: StudyConfig, sizes, *, seed: int | None = None,
-               round_: int = 0) -> pd.DataFrame:
-    """The (size, budget) rows of `sizes` on every budget: the first round's grid, or the sizes
-    and seeds a later round adds (`phases.isoflop_rounds`). A seed other than the study's is
-    part of the series id, so a repeat never shares a folder with the run it repeats."""
+def plan_predicted(cfg: StudyConfig) -> pd.DataFrame:
+    """The rows of `isoflop.predicted_budgets` on the first grid's series: branches that train
+    nothing, whose loss the schedule law predicts (`phases.schedule_law.predict_runs`).
+
+    A size enters a predicted budget as it would a trained one, and only where the branch would
+    decay from a point its stable run trains through: beyond it the law would extrapolate the
+    stable curve too. Empty (with the plan's columns) when no budget is predicted."""
+    trained_plan = plan_isoflop(cfg)
+    if not cfg.isoflop.predicted_budgets:
+        return trained_plan.iloc[:0]
+    table = plan_sizes(cfg, cfg.model.sizes, budgets=cfg.isoflop.predicted_budgets)
+    reach = trained_plan.groupby("series_id")["stable_steps"].max()
+    table["stable_steps"] = table["series_id"].map(reach).fillna(0).astype(int)
+    beyond = (table["reason"] == "") & (table["decay_start"] > table["stable_steps"])
+    table.loc[beyond, "reason"] = [
+        f"decay would start at step {row.decay_start}, after the stable run's last step "
+        f"({row.stable_steps}): the law would extrapolate" for row in table[beyond].itertuples()]
+    return table
+
+
+def plan_sizes(cfg: StudyConfig, sizes, *, seed: int | None = None, round_: int = 0,
+               budgets=None) -> pd.DataFrame:
+    """The (size, budget) rows of `sizes` on every budget (`isoflop.budgets`, or `budgets`):
+    the first round's grid, or the sizes and seeds a later round adds (`phases.isoflop_rounds`).
+    A seed other than the study's is part of the series id, so a repeat never shares a folder
+    with the run it repeats."""
     seed = cfg.seed if seed is None else seed
+    budgets = cfg.isoflop.budgets if budgets is None else budgets
     rows = []
     for size in sizes:
         counts = model_counts(gpt_config(cfg, size), cfg.flops.convention)
         sid = series_id(cfg.parametrization.name, size, cfg.training.lr, cfg.training.batch_size)
         if seed != cfg.seed:
             sid = f"{sid}-s{seed}"
-        for budget in cfg.isoflop.budgets:
+        for budget in budgets:
             steps = round(budget / (counts.flops_per_token * batch_tokens(cfg)))
             if cfg.schedule.kind == "cosine" or steps < 1:
                 decay_start = 0  # a cosine run cannot be branched: it trains from the start

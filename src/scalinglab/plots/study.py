@@ -21,6 +21,7 @@ import seaborn as sns  # noqa: E402
 
 from scalinglab import atomic  # noqa: E402
 from scalinglab.errors import UserError  # noqa: E402
+from scalinglab.training.metrics import trained_rows  # noqa: E402
 
 
 def _read_csv(path: str | None, what: str) -> pd.DataFrame:
@@ -93,6 +94,10 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
     Failed runs (diverged, or without a finite loss) are crosses along the top of the panel."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(9, 6))
+    predicted = runs.drop(trained_rows(runs).index)
+    runs = trained_rows(runs)
+    if len(predicted):
+        ax.plot(predicted["N"], predicted["loss"], "+", color="0.45", ms=6, ls="none")
     points = pd.DataFrame(fit["points"]) if fit.get("points") else runs[~_failed(runs)]
     budgets = sorted(runs["C"].unique())
     palette = dict(zip(budgets, sns.color_palette("rocket_r", len(budgets)), strict=True))
@@ -147,6 +152,9 @@ def isoflop(runs: pd.DataFrame, fit: dict, out: str) -> None:
                                         ls="none", label="minimum, 95% interval of N_opt"),
                 matplotlib.lines.Line2D([], [], color="none", marker="*", ms=10, mec="black",
                                         ls="none", label="minimum at an edge (not in the laws)")]
+    if len(predicted):
+        handles.append(matplotlib.lines.Line2D([], [], color="0.45", marker="+", ls="none",
+                                               label="predicted by the schedule law"))
     budget_legend = ax.legend(
         handles=[matplotlib.lines.Line2D([], [], color=palette[c], lw=2, label=f"C={c:.2g}")
                  for c in budgets], fontsize=7, ncol=2, loc="upper right", title="budget")

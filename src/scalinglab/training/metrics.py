@@ -22,8 +22,11 @@ from scalinglab.training.spec import RunSpec
 RUN_COLUMNS = [
     "run_id", "series_id", "label", "parametrization", "n_layer", "n_embd", "n_head", "N",
     "N_total", "D", "C", "loss", "diverged", "schedule", "lr", "batch_size", "steps",
-    "wall_seconds", "accuracy", "chance", "seed", "round",
+    "wall_seconds", "accuracy", "chance", "seed", "round", "loss_source", "predicted_rel_error",
 ]
+# a runs.csv row's loss: a trained branch's, or one the schedule law predicted for a budget that
+# trains nothing (isoflop.predicted_budgets); only the IsoFLOP fit's `with_predicted` reads those
+TRAINED, PREDICTED = "trained", "predicted"
 
 
 def _read_run(run_json: Path) -> tuple[dict, list[dict]]:
@@ -65,7 +68,25 @@ def run_row(record: dict) -> dict:
         "seed": spec.seed,
         # the IsoFLOP round that added the run (phases.isoflop_rounds); 0: the first grid
         "round": spec.round or 0,
+        "loss_source": TRAINED,
+        "predicted_rel_error": float("nan"),
     }
+
+
+def trained_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a runs table whose loss was trained (all of a table from before
+    `loss_source`)."""
+    if "loss_source" not in runs.columns:
+        return runs
+    return runs[runs["loss_source"].fillna(TRAINED) == TRAINED]
+
+
+def with_predicted(runs: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+    """runs.csv: the trained runs, then the predicted ones, in (C, N) order."""
+    if predicted is None or predicted.empty:
+        return runs
+    both = pd.concat([runs, predicted[RUN_COLUMNS]], ignore_index=True)
+    return both.sort_values(["C", "N"], kind="stable").reset_index(drop=True)
 
 
 def _number(value) -> float:
