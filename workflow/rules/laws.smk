@@ -23,7 +23,8 @@ rule fit_isoflop_round:
         " --config {input.spec} --out {output} > {log} 2>&1"
 
 
-rule fit_isoflop:
+# the same fit over every round (and the predicted budgets, under `with_predicted`)
+use rule fit_isoflop_round as fit_isoflop with:
     input:
         runs="results/metrics/runs.csv",
         plans=["results/study/plan.csv", *isoflop.round_plans(STUDY)],
@@ -34,11 +35,6 @@ rule fit_isoflop:
         "results/logs/fit_isoflop.log",
     benchmark:
         "results/benchmarks/fit_isoflop.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab isoflop fit --runs {input.runs} --plans {input.plans}"
-        " --config {input.spec} --out {output} > {log} 2>&1"
 
 
 checkpoint plan_isoflop_round:
