@@ -149,7 +149,13 @@ def width_multiplier(pcfg: ParametrizationConfig, n_embd: int) -> float:
 
 def depth_multiplier(pcfg: ParametrizationConfig, n_layer: int) -> float:
     """m_d = n_layer / base_depth under CompleteP; 1 under SP and muP."""
-    return n_layer / pcfg.base_depth if pcfg.name == "completep" else 1.0
+    if pcfg.name != "completep":
+        return 1.0
+    if n_layer < pcfg.base_depth:
+        # base_depth is the proxy's depth, where the LR is tuned: the rules scale up from it
+        raise UserError(f"parametrization.base_depth: CompleteP needs n_layer >= base_depth, "
+                        f"got n_layer={n_layer} < base_depth={pcfg.base_depth}")
+    return n_layer / pcfg.base_depth
 
 
 def _rule(pcfg: ParametrizationConfig, rule: str, m: float, m_d: float = 1.0) -> float:

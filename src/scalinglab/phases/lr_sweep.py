@@ -29,6 +29,7 @@ from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import study
+from scalinglab.phases.base import Phase
 from scalinglab.phases.runs import finished_run
 from scalinglab.training.schedule import decay_start_step
 from scalinglab.training.spec import RunSpec
@@ -54,6 +55,23 @@ WIDTH = Axis("width", "widths", "width_range", "width")
 DEPTH = Axis("n_layer", "depths", "depth_range", "depth")
 
 
+@dataclass(frozen=True)
+class SweepPhase(Phase):
+    """A transfer sweep on the shared phase abstraction: a subclass sets `name`, `section`,
+    `files` (its targets, when on) and its `plan` and `series_spec`."""
+
+    files: tuple[str, ...] = ()
+
+    def targets(self, cfg):
+        return list(self.files) if self.enabled(cfg) else []
+
+    def summary(self, cfg):
+        table = self.plan(cfg)
+        if table.empty:
+            return []
+        return [f"{self.name}: {len(table)} runs, {table['C'].sum():.3g} FLOPs"]
+
+
 def check_width(cfg, width: int, key: str) -> None:
     """A width muP (and CompleteP) can train from `parametrization.base_width`: at least the
     base, and a whole multiple of it (m is meant to be a multiple of the proxy's width)."""
@@ -66,12 +84,23 @@ def check_width(cfg, width: int, key: str) -> None:
                         f"{width}")
 
 
-def plan_rows(cfg, phase: str, section: str, shapes, lrs, seeds, tokens: int,
-              series_id) -> pd.DataFrame:
+def series_id(prefix: str, p: str, size: SizeConfig, lr: float, batch_size: int,
+              seed: int) -> str:
+    """A run's canonical series id, e.g. `lrt-mup-l2-d64-h2-lr4e-03-b16-s0`."""
+    return (f"{prefix}-{p}-l{size.n_layer}-d{size.n_embd}-h{size.n_head}"
+            f"-lr{study.format_number(lr)}-b{batch_size}-s{seed}")
+
+
+def plan_rows(cfg, phase: str, prefix: str, shapes) -> pd.DataFrame:
     """One row per run, in the column layout of `study.plan_isoflop` (so that
-    `study.series_spec` can read it) plus `seed`. `shapes` lists (parametrization, SizeConfig);
-    `series_id(p, size, lr, seed)` names a run's series; `section` names the config section in
-    messages."""
+    `study.series_spec` can read it) plus `seed`; empty when the phase is off. The phase's
+    config section is `phase` (its `enabled`, `lrs`, `seeds` and `tokens`); `shapes` lists
+    (parametrization, SizeConfig); `prefix` starts every series id."""
+    section = phase
+    sweep = getattr(cfg, section)
+    if not sweep.enabled:
+        return pd.DataFrame()
+    lrs, seeds, tokens = sweep.lrs, sweep.seeds, sweep.tokens
     batch_tokens = study.batch_tokens(cfg)
     steps = max(1, round(tokens / batch_tokens))
     tokens = steps * batch_tokens
@@ -93,7 +122,7 @@ def plan_rows(cfg, phase: str, section: str, shapes, lrs, seeds, tokens: int,
                               cfg.flops.convention)
         for lr in lrs:
             for seed in seeds:
-                sid = series_id(p, size, lr, seed)
+                sid = series_id(prefix, p, size, lr, cfg.training.batch_size, seed)
                 rows.append({
                     "phase": phase, "series_id": sid, "label": label,
                     "run_id": f"{sid}_{label}", "parametrization": p,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from scalinglab.config import SizeConfig
-from scalinglab.phases import lr_sweep, study
+from scalinglab.phases import lr_sweep
 from scalinglab.phases.base import Phase
 from scalinglab.phases.lr_sweep import (  # noqa: F401 (the analysis, named here as before)
     MAX_SPREAD_GRID_STEPS,
@@ -39,6 +39,7 @@ from scalinglab.training.spec import RunSpec
 PHASE = "lr_transfer"
 SERIES_PREFIX = "lrt"
 MIN_WIDTH_RANGE = MIN_RANGE  # the target: eta* within one grid step over >= 4x in width
+AXIS = lr_sweep.WIDTH
 
 
 def check_config(cfg) -> None:
@@ -50,27 +51,13 @@ def check_config(cfg) -> None:
         lr_sweep.check_width(cfg, width, f"lr_transfer.widths[{i}]")
 
 
-def series_id(p: str, n_layer: int, width: int, n_head: int, lr: float, batch_size: int,
-              seed: int) -> str:
-    return (f"{SERIES_PREFIX}-{p}-l{n_layer}-d{width}-h{n_head}-lr{study.format_number(lr)}"
-            f"-b{batch_size}-s{seed}")
-
-
 def plan(cfg) -> pd.DataFrame:
     """One row per run (`lr_sweep.plan_rows`). Empty when the phase is off."""
     check_config(cfg)
     lt = cfg.lr_transfer
-    if not lt.enabled:
-        return pd.DataFrame()
-    shapes = [(p, SizeConfig(lt.n_layer, width, lt.n_head))
-              for p in lt.parametrizations for width in lt.widths]
-
-    def name(p, size, lr, seed):
-        return series_id(p, size.n_layer, size.n_embd, size.n_head, lr,
-                         cfg.training.batch_size, seed)
-
-    return lr_sweep.plan_rows(cfg, PHASE, "lr_transfer", shapes, lt.lrs, lt.seeds, lt.tokens,
-                              name)
+    return lr_sweep.plan_rows(cfg, PHASE, SERIES_PREFIX, [
+        (p, SizeConfig(lt.n_layer, width, lt.n_head))
+        for p in lt.parametrizations for width in lt.widths])
 
 
 def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
@@ -90,27 +77,17 @@ def analyse(runs: pd.DataFrame) -> dict:
 
 # -- the phase, on the shared abstraction (scalinglab.phases.base) ----------------------------
 @dataclass(frozen=True)
-class LrTransfer(Phase):
+class LrTransfer(lr_sweep.SweepPhase):
     name: str = PHASE
     section: str = "lr_transfer"
+    files: tuple[str, ...] = ("results/muP/lr_transfer_plan.csv", "results/fits/lr_transfer.json",
+                              "results/figures/lr_transfer.png")
 
     def plan(self, cfg):
         return plan(cfg)
 
     def series_spec(self, cfg, table, sid):
         return series_spec(cfg, table, sid)
-
-    def targets(self, cfg):
-        if not self.enabled(cfg):
-            return []
-        return ["results/muP/lr_transfer_plan.csv", "results/fits/lr_transfer.json",
-                "results/figures/lr_transfer.png"]
-
-    def summary(self, cfg):
-        table = self.plan(cfg)
-        if table.empty:
-            return []
-        return [f"lr_transfer: {len(table)} runs, {table['C'].sum():.3g} FLOPs"]
 
 
 @dataclass(frozen=True)
