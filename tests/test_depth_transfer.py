@@ -193,7 +193,7 @@ parametrization:
 def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     counts, cfg = sweep_dry_run(tmp_path, "results/figures/depth_transfer.png", DEPTH_CONFIG)
     runs = len(depth_transfer.plan(cfg))
-    assert runs == 2 * 3 * 6  # {muP, CompleteP} x depths 2, 4, 8 x 6 LRs
+    assert runs == 2 * 3 * 6 * 2  # {muP, CompleteP} x depths 2, 4, 8 x 6 LRs x 2 seeds
     assert counts["write_spec"] == runs + 1  # and the corpus spec
     assert counts["train_stable_depth_transfer"] == runs
     assert counts["decay_branch_depth_transfer"] == runs
