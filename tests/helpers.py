@@ -96,3 +96,77 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def sweep_fit(verb: str, folder: Path, runs) -> tuple[dict, int, bytes]:
+    """`scalinglab VERB fit` (a transfer sweep) on a run.json per row of `runs` (the table of
+    `lr_sweep.read_runs`), each as a finished decay branch writes it. Returns the fit, the rows
+    of the runs CSV and the figure's first 8 bytes."""
+    import pandas as pd
+
+    from scalinglab.cli import main as cli
+
+    paths = []
+    for i, row in enumerate(runs.itertuples()):
+        run = folder / f"r{i}"
+        run.mkdir()
+        record = {"run_id": row.run_id, "D": row.D, "final_val_loss": row.loss,
+                  "wall_seconds": 1.0,
+                  "spec": {"seed": row.seed, "parametrization": {"name": row.parametrization},
+                           "training": {"lr": row.lr},
+                           "model": {"n_embd": row.width, "n_layer": row.n_layer,
+                                     "vocab_size": 1024}}}
+        (run / "run.json").write_text(json.dumps(record))
+        paths.append(str(run / "run.json"))
+    out, table, png = folder / "fit.json", folder / "runs.csv", folder / "figure.png"
+    assert cli.main([verb, "fit", "--runs", *paths, "--out", str(out), "--runs-out",
+                     str(table), "--figure", str(png)]) == 0
+    return json.loads(out.read_text()), len(pd.read_csv(table)), png.read_bytes()[:8]
+
+
+def sweep_dry_run(workdir: Path, target: str, configfile: str) -> tuple[dict, object]:
+    """The jobs per rule of a dry run for `target` over config.yaml + `configfile`, and the
+    study config they plan from."""
+    from scalinglab.cli import main as cli
+    from scalinglab.config import StudyConfig, from_dict
+
+    result = snakemake(workdir, target, "-n", "--cores", "2", "--quiet", "rules",
+                       "--configfile", configfile)
+    assert result.returncode == 0, result.stderr + result.stdout
+    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), configfile]))
+    return job_counts(result.stdout + result.stderr), cfg
+
+
+def sweep_end_to_end(workdir: Path, phase: str, section: str) -> dict:
+    """A transfer sweep trained and fitted by the workflow over tests/smoke.yaml plus the YAML
+    `section`: checks the run and the figure, returns `results/fits/<phase>.json`."""
+    tiny = workdir / "tiny.yaml"
+    tiny.write_text(section)
+    figure, fit = f"results/figures/{phase}.png", f"results/fits/{phase}.json"
+    result = snakemake(workdir, figure, fit, "--cores", "2", "--configfile",
+                       str(REPO / "tests" / "smoke.yaml"), str(tiny))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (workdir / figure).stat().st_size > 10_000
+    return json.loads((workdir / fit).read_text())
+
+
+def synthetic_sweep(slopes: dict, values, *, axis: str, eta0: float, seeds=(0,),
+                    noise: float = 0.0, seed: int = 0, fixed: dict | None = None):
+    """A transfer sweep's runs table whose loss is a parabola in log2 lr around
+    eta*(v) = eta0 (v / values[0])^slope at each value v of `axis` ("width" or "n_layer"), on
+    the LR grid 1e-3 ... 6.4e-2; `fixed` gives the other shape column."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, s in slopes.items():
+        for v in values:
+            eta = eta0 * (v / values[0]) ** s
+            for lr in 1e-3 * 2.0 ** np.arange(7):
+                for seed_ in seeds:
+                    loss = 4.0 - 0.1 * np.log2(v) + 0.05 * (np.log2(lr / eta)) ** 2
+                    rows.append({"run_id": f"{p}-{v}-{lr}-{seed_}", "parametrization": p,
+                                 **(fixed or {}), axis: v, "lr": lr, "seed": seed_,
+                                 "D": 65536, "loss": loss + noise * rng.normal(),
+                                 "diverged": False, "wall_seconds": 1.0})
+    return pd.DataFrame(rows)

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import REPO, job_counts, snakemake
+from helpers import (
+    REPO,
+    job_counts,
+    snakemake,
+    sweep_dry_run,
+    sweep_end_to_end,
+    sweep_fit,
+    synthetic_sweep,
+)
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.errors import UserError
@@ -158,19 +166,8 @@ def test_diverged_points_are_left_out_of_the_parabola():
 
 def synthetic_runs(slopes: dict[str, float], widths=(32, 64, 128), noise=0.0, seed=0):
     """Runs whose loss is a parabola in log2 lr around eta*(w) = 4e-3 (w / 32)^slope."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for p, s in slopes.items():
-        for w in widths:
-            eta = 4e-3 * (w / 32) ** s
-            for lr in 1e-3 * 2.0 ** np.arange(7):
-                for seed_ in (0, 1):
-                    loss = 4.0 - 0.1 * math.log2(w) + 0.05 * (math.log2(lr / eta)) ** 2
-                    rows.append({"run_id": f"{p}-{w}-{lr}-{seed_}", "parametrization": p,
-                                 "width": w, "n_layer": 2, "lr": lr, "seed": seed_,
-                                 "D": 65536, "loss": loss + noise * rng.normal(),
-                                 "diverged": False, "wall_seconds": 1.0})
-    return pd.DataFrame(rows)
+    return synthetic_sweep(slopes, widths, axis="width", eta0=4e-3, seeds=(0, 1), noise=noise,
+                           seed=seed, fixed={"n_layer": 2})
 
 
 def test_analyse_recovers_the_slopes():
@@ -241,24 +238,10 @@ def test_is_diverged():
 
 def test_cli_writes_fit_table_and_figure(tmp_path):
     runs = synthetic_runs({"mup": 0.0, "sp": -1.0})
-    paths = []
-    for i, row in enumerate(runs.itertuples()):
-        folder = tmp_path / f"r{i}"
-        folder.mkdir()
-        record = {"run_id": row.run_id, "D": row.D, "final_val_loss": row.loss,
-                  "wall_seconds": 1.0,
-                  "spec": {"seed": row.seed, "parametrization": {"name": row.parametrization},
-                           "training": {"lr": row.lr},
-                           "model": {"n_embd": row.width, "n_layer": 2, "vocab_size": 1024}}}
-        (folder / "run.json").write_text(json.dumps(record))
-        paths.append(str(folder / "run.json"))
-    out, table, png = tmp_path / "fit.json", tmp_path / "runs.csv", tmp_path / "lr.png"
-    assert cli.main(["lr-transfer", "fit", "--runs", *paths, "--out", str(out), "--runs-out",
-                     str(table), "--figure", str(png)]) == 0
-    fit = json.loads(out.read_text())
+    fit, rows, png = sweep_fit("lr-transfer", tmp_path, runs)
     assert fit["parametrizations"]["sp"]["slope"] == pytest.approx(-1.0, abs=1e-9)
-    assert len(pd.read_csv(table)) == len(runs)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows == len(runs)
+    assert png == b"\x89PNG\r\n\x1a\n"
 
 
 # -- the workflow ----------------------------------------------------------------------------------
@@ -275,11 +258,7 @@ lr_transfer:
 
 
 def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
-    result = snakemake(tmp_path, "results/figures/lr_transfer.png", "-n", "--cores", "2",
-                       "--quiet", "rules", "--configfile", FULL)
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout + result.stderr)
-    cfg = from_dict(StudyConfig, cli.merged_config([str(REPO / "config.yaml"), FULL]))
+    counts, cfg = sweep_dry_run(tmp_path, "results/figures/lr_transfer.png", FULL)
     runs = len(lr_transfer.plan(cfg))
     assert runs == 2 * 3 * 5  # the default grid: {sp, muP} x 3 widths x 5 LRs
     assert counts["write_spec"] == runs + 1  # and the corpus spec
@@ -303,15 +282,7 @@ def test_disabled_phase_plans_no_training(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_phase_end_to_end(tmp_path):
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(TINY_PHASE)
-    targets = ["results/figures/lr_transfer.png", "results/fits/lr_transfer.json"]
-    result = snakemake(tmp_path, *targets, "--cores", "2", "--configfile",
-                       str(REPO / "tests" / "smoke.yaml"), str(tiny))
-    assert result.returncode == 0, result.stderr[-4000:]
-    figure = tmp_path / targets[0]
-    assert figure.stat().st_size > 10_000
-    fit = json.loads((tmp_path / targets[1]).read_text())
+    fit = sweep_end_to_end(tmp_path, "lr_transfer", TINY_PHASE)
     assert set(fit["parametrizations"]) == {"sp", "mup"}
     for res in fit["parametrizations"].values():
         assert res["widths"] == [32, 64]

@@ -366,3 +366,56 @@ def test_completep_bad_values_name_the_key():
     with pytest.raises(UserError, match=r"parametrization\.alpha"):
         ParametrizationConfig("mup", alpha=2.0)
     assert depth_multiplier(ParametrizationConfig("mup", base_depth=4), 8) == 1.0
+
+
+# ------------------------------------------- independent weight decay (arXiv:2405.13698)
+def _decay_by_group(pcfg, n_embd, n_layer=2):
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=n_layer, n_embd=n_embd,
+                          n_head=2, **model_multipliers(pcfg, n_layer, n_embd, 2)))
+    return {g["name"]: (g["lr"], g["weight_decay"])
+            for g in param_groups(model, pcfg, lr=1e-2, weight_decay=0.1)}
+
+
+def test_independent_weight_decay_keeps_lr_times_decay_fixed_under_mup():
+    independent = ParametrizationConfig("mup", base_width=16, independent_weight_decay=True)
+    coupled = ParametrizationConfig("mup", base_width=16)
+    # m = 4: hidden lr 1e-2 / 4, its decay 0.1 * 4; embeddings and readout keep lr and decay
+    assert _decay_by_group(independent, 64) == {
+        "embedding": (1e-2, 0.1), "position": (1e-2, 0.1), "hidden": (2.5e-3, 0.4),
+        "readout": (1e-2, 0.1),
+        "vector": (1e-2, 0.0)}
+    assert _decay_by_group(coupled, 64) == {
+        "embedding": (1e-2, 0.1), "position": (1e-2, 0.1), "hidden": (2.5e-3, 0.1),
+        "readout": (1e-2, 0.1),
+        "vector": (1e-2, 0.0)}
+    # m = 1: the option changes nothing
+    assert _decay_by_group(independent, 16) == _decay_by_group(coupled, 16)
+    factors = rule_factors(independent, 2, 32)  # m = 2
+    assert (factors["hidden.weight_decay"], factors["router.weight_decay"],
+            factors["embedding.weight_decay"], factors["vector.weight_decay"]) == (2.0, 2.0,
+                                                                                  1.0, 0.0)
+
+
+def test_independent_weight_decay_is_completeps_rule_and_nothing_under_sp():
+    sp = ParametrizationConfig("sp", independent_weight_decay=True)
+    assert _decay_by_group(sp, 64) == _decay_by_group(ParametrizationConfig("sp"), 64)
+    # CompleteP keeps lr * lambda fixed with or without the key (its own rule, same code)
+    cp = ParametrizationConfig("completep", base_width=16, base_depth=2)
+    cp_on = ParametrizationConfig("completep", base_width=16, base_depth=2,
+                                  independent_weight_decay=True)
+    assert _decay_by_group(cp, 64, 4) == _decay_by_group(cp_on, 64, 4)
+    mup_on = ParametrizationConfig("mup", base_width=16, independent_weight_decay=True)
+    assert _decay_by_group(mup_on, 64) == _decay_by_group(cp, 64)  # m_d = 1: the same groups
+    with pytest.raises(UserError, match=r"parametrization\.independent_weight_decay"):
+        ParametrizationConfig("mup", independent_weight_decay="yes")
+
+
+def test_spec_carries_independent_weight_decay_only_when_on():
+    from scalinglab.phases.study import run_parametrization
+
+    section = {"name": "mup", "base_width": 16, "base_depth": 2, "alpha": 1.0,
+               "independent_weight_decay": False}
+    assert run_parametrization(section) == {"name": "mup", "base_width": 16}
+    on = dict(section, independent_weight_decay=True)
+    assert run_parametrization(on) == {"name": "mup", "base_width": 16,
+                                       "independent_weight_decay": True}

@@ -1,8 +1,10 @@
-# muP: the coordinate check and the learning-rate transfer phase (scalinglab.phases.lr_transfer).
-# Its runs train through the shared rules of train.smk (one WSD branch per run).
+# muP: the coordinate check and the learning-rate transfer phases across width
+# (scalinglab.phases.lr_transfer) and depth (scalinglab.phases.depth_transfer, muP against
+# CompleteP). Their runs train through the shared rules of train.smk (one WSD branch per run).
 from scalinglab.phases import group_named
 
 LR_TRANSFER = group_named(TRAINING_GROUPS, "lr_transfer")
+DEPTH_TRANSFER = group_named(TRAINING_GROUPS, "depth_transfer")
 
 
 rule coord_check:
@@ -68,4 +70,46 @@ rule fit_lr_transfer:
         "../envs/scalinglab.yaml"
     shell:
         "python -m scalinglab lr-transfer fit --runs {input.runs} --out {output.fit}"
+        " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"
+
+
+rule plan_depth_transfer:
+    input:
+        spec="results/specs/study.json",
+    output:
+        "results/muP/depth_transfer_plan.csv",
+    log:
+        "results/logs/plan_depth_transfer.log",
+    benchmark:
+        "results/benchmarks/plan_depth_transfer.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab depth-transfer plan --config {input.spec} --out {output}"
+        " > {log} 2>&1"
+
+
+rule fit_depth_transfer:
+    input:
+        runs=DEPTH_TRANSFER.branch_run_jsons,
+    output:
+        fit=report(
+            "results/fits/depth_transfer.json",
+            caption="../report/depth_transfer_fit.rst",
+            category="muP",
+        ),
+        runs="results/muP/depth_transfer_runs.csv",
+        figure=report(
+            "results/figures/depth_transfer.png",
+            caption="../report/depth_transfer.rst",
+            category="muP",
+        ),
+    log:
+        "results/logs/fit_depth_transfer.log",
+    benchmark:
+        "results/benchmarks/fit_depth_transfer.tsv"
+    conda:
+        "../envs/scalinglab.yaml"
+    shell:
+        "python -m scalinglab depth-transfer fit --runs {input.runs} --out {output.fit}"
         " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"

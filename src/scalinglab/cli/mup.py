@@ -1,7 +1,9 @@
-"""`scalinglab coord-check` and `scalinglab lr-transfer plan|fit`: the muP phases.
+"""`scalinglab coord-check`, `scalinglab lr-transfer plan|fit` and `scalinglab depth-transfer
+plan|fit`: the muP phases.
 
-The work is done in `training.coord_check`, `lr_transfer` and `plots.mup`, imported inside the
-handlers: they import torch, pandas and matplotlib, which `--help` should not wait for.
+The work is done in `training.coord_check`, `phases.lr_transfer` / `phases.depth_transfer` and
+`plots.mup`, imported inside the handlers: they import torch, pandas and matplotlib, which
+`--help` should not wait for.
 """
 
 from __future__ import annotations
@@ -42,35 +44,64 @@ def _coord_check(args) -> None:
     print(f"as expected (muP flat, SP growing): {result['as_expected']}")
 
 
-def _lr_transfer_plan(args) -> None:
-    from scalinglab.phases import lr_transfer
+def _sweep_module(name: str):
+    """The phase module of a transfer sweep, imported when its verb runs."""
+    from importlib import import_module
 
-    cfg = study_config(args.config)
-    table = lr_transfer.plan(cfg)
-    write_csv(args.out, table)
-    if table.empty:
-        print("lr_transfer: phase disabled")
-    else:
-        print(f"lr_transfer: {len(table)} runs of {int(table['D'].iloc[0]):,} tokens, "
-              f"{table['C_actual'].sum():.3g} FLOPs in all")
+    return import_module(f"scalinglab.phases.{name}")
 
 
-def _lr_transfer_fit(args) -> None:
-    from scalinglab.phases import lr_transfer
-    from scalinglab.plots import mup as mup_plots
+def _sweep_plan(phase: str):
+    def handler(args) -> None:
+        table = _sweep_module(phase).plan(study_config(args.config))
+        write_csv(args.out, table)
+        if table.empty:
+            print(f"{phase}: phase disabled")
+        else:
+            print(f"{phase}: {len(table)} runs of {int(table['D'].iloc[0]):,} tokens, "
+                  f"{table['C_actual'].sum():.3g} FLOPs in all")
 
-    runs = lr_transfer.read_runs(args.runs)
-    fit = lr_transfer.analyse(runs)
-    points = lr_transfer.mean_over_seeds(runs)
-    write_json(args.out, fit)
-    write_csv(args.runs_out, runs)
-    mup_plots.lr_transfer_figure(points, fit, args.figure)
-    for p, res in fit["parametrizations"].items():
-        best = ", ".join(f"d{w}: {lr:.3g}{' (edge)' if edge else ''}" for w, lr, edge
-                         in zip(res["widths"], res["best_lr"], res["at_grid_edge"], strict=True))
-        print(f"{p}: eta* {best}; slope {res['slope']:+.3f}; moves "
-              f"{res['spread_grid_steps']:.2f} grid steps over {res['width_range']:g}x width; "
-              f"transfers: {'yes' if res['transfers'] else 'no'}")
+    return handler
+
+
+def _sweep_fit(phase: str):
+    def handler(args) -> None:
+        from scalinglab.plots import mup as mup_plots
+
+        module = _sweep_module(phase)
+        axis = module.AXIS
+        runs = module.read_runs(args.runs)
+        fit = module.analyse(runs)
+        write_json(args.out, fit)
+        write_csv(args.runs_out, runs)
+        mup_plots.lr_transfer_figure(module.mean_over_seeds(runs), fit, args.figure,
+                                     axis=axis.column, values_key=axis.values_key,
+                                     label=axis.label)
+        for p, res in fit["parametrizations"].items():
+            best = ", ".join(f"{v}: {lr:.3g}{' (edge)' if edge else ''}" for v, lr, edge in
+                             zip(res[axis.values_key], res["best_lr"], res["at_grid_edge"],
+                                 strict=True))
+            print(f"{p}: eta* by {axis.label} {best}; slope {res['slope']:+.3f}; moves "
+                  f"{res['spread_grid_steps']:.2f} grid steps (drift "
+                  f"{res['drift_grid_steps']:+.2f}) over {res[axis.range_key]:g}x "
+                  f"{axis.label}; transfers: {'yes' if res['transfers'] else 'no'}")
+
+    return handler
+
+
+def _add_sweep(sub, phase: str, what: str, along: str) -> None:
+    """`<phase> plan` and `<phase> fit` of one transfer sweep (dashes for underscores)."""
+    group = grammar.group(sub, phase.replace("_", "-"), what)
+    p = grammar.verb(group, "plan", _sweep_plan(phase), "the phase's run table")
+    grammar.add_config(p)
+    p.add_argument("--out", required=True, help="CSV of the phase's runs to write")
+
+    p = grammar.verb(group, "fit", _sweep_fit(phase),
+                     f"best LR per {along} and its slope against {along}; the figure")
+    p.add_argument("--runs", nargs="+", required=True, help="run.json of each decay branch")
+    p.add_argument("--out", required=True, help="fit JSON")
+    p.add_argument("--runs-out", required=True, help="CSV of the runs' final losses")
+    p.add_argument("--figure", required=True, help="PNG to write")
 
 
 def register(sub) -> None:
@@ -95,14 +126,6 @@ def register(sub) -> None:
     p.add_argument("--figure-out", required=True, help="PNG to write")
     p.add_argument("--json-out", help="verdict JSON: logit growth, slopes, passes, as_expected")
 
-    lr = grammar.group(sub, "lr-transfer", "the muP learning-rate transfer phase")
-    p = grammar.verb(lr, "plan", _lr_transfer_plan, "the phase's run table")
-    grammar.add_config(p)
-    p.add_argument("--out", required=True, help="CSV of the phase's runs to write")
-
-    p = grammar.verb(lr, "fit", _lr_transfer_fit,
-                     "best LR per width and its slope against width; the figure")
-    p.add_argument("--runs", nargs="+", required=True, help="run.json of each decay branch")
-    p.add_argument("--out", required=True, help="fit JSON")
-    p.add_argument("--runs-out", required=True, help="CSV of the runs' final losses")
-    p.add_argument("--figure", required=True, help="PNG to write")
+    _add_sweep(sub, "lr_transfer", "the muP learning-rate transfer phase", "width")
+    _add_sweep(sub, "depth_transfer", "the learning-rate transfer across depth, muP and "
+               "CompleteP", "depth")

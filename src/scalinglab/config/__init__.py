@@ -10,6 +10,7 @@ module imports its config from here.
 from scalinglab.config.adaptive import AdaptiveConfig
 from scalinglab.config.corpus import CorpusConfig
 from scalinglab.config.critical_batch import CriticalBatchConfig
+from scalinglab.config.depth_transfer import DepthTransferConfig
 from scalinglab.config.downstream import DownstreamConfig
 from scalinglab.config.flops import FlopsConfig
 from scalinglab.config.hparams import HparamsConfig
@@ -28,7 +29,8 @@ from scalinglab.config.variants import VariantConfig, VariantsConfig
 from scalinglab.config.wsd_vs_cosine import WsdVsCosineConfig
 
 __all__ = [
-    "AdaptiveConfig", "CorpusConfig", "CriticalBatchConfig", "DownstreamConfig", "FlopsConfig",
+    "AdaptiveConfig", "CorpusConfig", "CriticalBatchConfig", "DepthTransferConfig",
+    "DownstreamConfig", "FlopsConfig",
     "HparamsConfig",
     "IsoflopConfig", "LrTransferConfig", "ModelConfig", "PaperConfig", "ParametrizationConfig",
     "ResourcesConfig", "ScheduleConfig", "SizeConfig", "StudyConfig", "TokenizerConfig",

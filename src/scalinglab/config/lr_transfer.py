@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scalinglab.config.fields import check_unique_fields, positive
+from scalinglab.config.lr_sweep import check_lr_grid, lrs_field, seeds_field, tokens_field
 from scalinglab.errors import UserError
 
 SWEPT_PARAMETRIZATIONS = ("sp", "mup")
@@ -32,32 +33,18 @@ class LrTransferConfig:
         metadata=positive("heads at every width (fixed, so d_head grows with width and muP's "
                           "1/d_head attention rule is exercised)"),
     )
-    lrs: tuple[float, ...] = field(
-        default=(),
-        metadata=positive("the learning-rate grid, log2-spaced and ascending", unique=True),
-    )
-    seeds: tuple[int, ...] = field(
-        default=(0,),
-        metadata={"doc": "init and data-order seeds; the losses of the seeds are averaged",
-                  "min_len": 1, "unique": True},
-    )
-    tokens: int = field(
-        default=262144, metadata=positive("training tokens per run (rounded to whole optimizer "
-                                          "steps)")
-    )
+    lrs: tuple[float, ...] = lrs_field()
+    seeds: tuple[int, ...] = seeds_field()
+    tokens: int = tokens_field()
 
     def __post_init__(self) -> None:
         # checks within the section; those against other sections are in
         # `scalinglab.phases.lr_transfer.check_config`
         check_unique_fields(self, "lr_transfer")
-        if list(self.lrs) != sorted(self.lrs):
-            raise UserError("lr_transfer.lrs: list the learning rates in ascending order")
         for i, width in enumerate(self.widths):
             if width % self.n_head:
                 raise UserError(f"lr_transfer.widths[{i}]: n_head={self.n_head} does not "
                                 f"divide width {width}")
         if self.enabled and len(self.widths) < 2:
             raise UserError("lr_transfer.widths: needs at least two widths to measure a slope")
-        if self.enabled and len(self.lrs) < 3:
-            raise UserError("lr_transfer.lrs: needs at least three learning rates for a "
-                            "parabola")
+        check_lr_grid(self.lrs, self.enabled, "lr_transfer")

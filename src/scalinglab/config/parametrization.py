@@ -73,6 +73,14 @@ class ParametrizationConfig:
         metadata=_checked("CompleteP depth exponent: residual branches times m_d^-alpha (1 "
                           "CompleteP, 0.5 Depth-muP)", min=ALPHA_RANGE[0], max=ALPHA_RANGE[1]),
     )
+    independent_weight_decay: bool = field(
+        default=False,
+        metadata=_checked("muP: scale each group's AdamW weight decay by 1 / its LR multiplier "
+                          "(hidden matrices lambda * m), so that lr * lambda stays constant with "
+                          "width (Wang & Aitchison, arXiv:2405.13698); false keeps lambda coupled "
+                          "(the same in every group). CompleteP always keeps lr * lambda "
+                          "constant; SP's multipliers are 1, so it changes nothing there"),
+    )
 
     def __post_init__(self) -> None:
         if self.name not in PARAMETRIZATIONS:
@@ -103,6 +111,9 @@ class ParametrizationConfig:
                 or not low <= self.alpha <= high):
             raise UserError(f"parametrization.alpha: must be in [{low:g}, {high:g}] "
                             f"(arXiv:2505.01618), got {self.alpha!r}")
+        if not isinstance(self.independent_weight_decay, bool):
+            raise UserError("parametrization.independent_weight_decay: must be true or false, "
+                            f"got {self.independent_weight_decay!r}")
         if self.name == "completep" and self.depth_scale:
             raise UserError("parametrization.depth_scale: CompleteP scales residual branches by "
                             "m_d^-alpha itself; set depth_scale: false")

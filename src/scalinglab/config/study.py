@@ -21,6 +21,7 @@ import yaml
 from scalinglab.config.adaptive import AdaptiveConfig
 from scalinglab.config.corpus import CorpusConfig
 from scalinglab.config.critical_batch import CriticalBatchConfig
+from scalinglab.config.depth_transfer import DepthTransferConfig
 from scalinglab.config.downstream import DownstreamConfig, check_block_size
 from scalinglab.config.flops import FlopsConfig
 from scalinglab.config.hparams import HparamsConfig
@@ -73,6 +74,11 @@ class StudyConfig:
         "the learning-rate transfer phase (scalinglab.phases.lr_transfer): widths x lrs x "
         "parametrizations x seeds, every run on the same token count; best LR per width and "
         "its slope against width")
+    depth_transfer: DepthTransferConfig = _section(
+        DepthTransferConfig,
+        "the learning-rate transfer across depth (scalinglab.phases.depth_transfer): depths x "
+        "lrs x {mup, completep} x seeds at one width, every run on the same token count; best "
+        "LR per depth, its slope against depth and its drift in grid steps (arXiv:2505.01618)")
     variants: VariantsConfig = _section(
         VariantsConfig,
         "the variants phase (phases.variants): every variant in `models` (an architecture, "

@@ -31,6 +31,7 @@ and weight decay differ from muP's by their width rules alone); tests check both
 | `attn_scale` ("auto") | q·k scores | 1/sqrt(d_head) | 1/d_head | 1/d_head |
 | `vector` | LayerNorm gains | init 1, lr, no wd | init 1, lr, no wd | init 1, lr·m_d^(α-1), no wd |
 | `weight_decay` | all matrices | λ | λ (coupled with lr, see below) | λ / lr_mult (lr·λ fixed) |
+| `independent_weight_decay` | all matrices | λ / lr_mult = λ | λ / lr_mult: hidden λ·m | always |
 | `residual.mult` | attn and MLP branch outputs | 1 | 1 | × m_d^-α |
 | `adam.eps` | AdamW ε, every group | ε | ε | ε / m · m_d^-α |
 | `depth_scale` (opt.) | residual branches | × 1/sqrt(n_layer) | × 1/sqrt(n_layer) | (not allowed) |
@@ -60,9 +61,13 @@ Why each muP rule (for Adam; Tensor Programs V, Table 3, in its equivalent outpu
 Weight decay under muP: torch's AdamW shrinks p by lr·λ per step, with the group's lr. We keep
 λ the same in every group, so the hidden groups' shrink scales by 1/m exactly like their update
 ("coupled"): decay and update stay in the same ratio at every width, and the equilibrium weight
-scale, ∝ sqrt(lr/λ), shrinks like the init std. The alternative ("independent", λ·m so that
-lr·λ is width-independent) is what microsoft/mup's MuAdamW does and what Wang & Aitchison,
-arXiv:2405.13698, argue for from the EMA timescale 1/(lr·λ). Norm gains get no decay.
+scale, ∝ sqrt(lr/λ), shrinks like the init std. The alternative, `independent_weight_decay:
+true`, sets each group's λ to λ / lr_mult (hidden matrices and the router λ·m, embeddings and
+readout λ), so that lr·λ is width-independent: what microsoft/mup's MuAdamW does and what Wang &
+Aitchison, arXiv:2405.13698, argue for, since AdamW's weights are an EMA of updates over a
+timescale of 1/(lr·λ) steps, which coupled decay lengthens m-fold in the hidden matrices. It is
+CompleteP's weight-decay rule too, by the same code (`_weight_decay_factor`). Off by default, so
+that earlier studies keep their runs. Norm gains get no decay.
 
 Why each CompleteP rule (Dey et al., arXiv:2505.01618, Table 1, with alpha = 1 by default;
 alpha = 0.5 is Depth-muP, Yang et al. arXiv:2310.02244 / Bordelon et al. arXiv:2309.16620):
@@ -144,7 +149,13 @@ def width_multiplier(pcfg: ParametrizationConfig, n_embd: int) -> float:
 
 def depth_multiplier(pcfg: ParametrizationConfig, n_layer: int) -> float:
     """m_d = n_layer / base_depth under CompleteP; 1 under SP and muP."""
-    return n_layer / pcfg.base_depth if pcfg.name == "completep" else 1.0
+    if pcfg.name != "completep":
+        return 1.0
+    if n_layer < pcfg.base_depth:
+        # base_depth is the proxy's depth, where the LR is tuned: the rules scale up from it
+        raise UserError(f"parametrization.base_depth: CompleteP needs n_layer >= base_depth, "
+                        f"got n_layer={n_layer} < base_depth={pcfg.base_depth}")
+    return n_layer / pcfg.base_depth
 
 
 def _rule(pcfg: ParametrizationConfig, rule: str, m: float, m_d: float = 1.0) -> float:
@@ -227,10 +238,11 @@ def _weight_decay_factor(pcfg: ParametrizationConfig, kind: str, m: float, m_d: 
     """The factor on `weight_decay` in one parameter kind's group."""
     if kind == "vector":
         return 0.0  # norm gains are not decayed
-    if pcfg.name != "completep":
+    if pcfg.name != "completep" and not pcfg.independent_weight_decay:
         return 1.0  # coupled: see the module docstring
-    # CompleteP keeps eta * lambda constant (arXiv:2505.01618, Table 1). torch's AdamW decays
-    # decoupled, p <- p - lr * weight_decay * p with the group's lr, so the decay it applies is
+    # Independent decay keeps eta * lambda constant: CompleteP's rule (arXiv:2505.01618, Table
+    # 1) and muP's option (arXiv:2405.13698). torch's AdamW decays decoupled,
+    # p <- p - lr * weight_decay * p with the group's lr, so the decay it applies is
     # lr * weight_decay: dividing weight_decay by the group's LR multiplier holds it fixed.
     return 1.0 / _rule(pcfg, f"{kind}.lr", m, m_d)
 
@@ -245,7 +257,8 @@ def param_groups(
     factor, so a schedule sets group["lr"] = base_lr * factor * group["lr_mult"]),
     "weight_decay" (0 for "vector" params; for all others `weight_decay` under SP and muP, see
     the module docstring for why it is not rescaled, and `weight_decay` / lr_mult under
-    CompleteP) and "eps" (`eps` times the "adam.eps" rule: `eps` itself under SP and muP).
+    CompleteP and under muP with `independent_weight_decay`) and "eps" (`eps` times the
+    "adam.eps" rule: `eps` itself under SP and muP).
     """
     m = width_multiplier(pcfg, model.config.n_embd)
     m_d = depth_multiplier(pcfg, model.config.n_layer)

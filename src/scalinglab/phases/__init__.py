@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from scalinglab.phases.base import JobResources, Phase, TrainingGroup, one_of
+from scalinglab.phases.depth_transfer import DepthTransfer
 from scalinglab.phases.isoflop import Isoflop
 from scalinglab.phases.lr_transfer import CoordCheck, LrTransfer
 from scalinglab.phases.recipe import Downstream, Recipe, Validation
@@ -26,6 +27,7 @@ PHASES: tuple[Phase, ...] = (
     Validation(),
     CoordCheck(),
     LrTransfer(),
+    DepthTransfer(),
     Variants(),
     Downstream(),
 )

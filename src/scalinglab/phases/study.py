@@ -270,10 +270,13 @@ DEPTH_KEYS = ("base_depth", "alpha")
 
 
 def run_parametrization(section: dict) -> dict:
-    """The parametrization section as a run's spec holds it."""
-    if section["name"] == "completep":
-        return section
-    return {key: value for key, value in section.items() if key not in DEPTH_KEYS}
+    """The parametrization section as a run's spec holds it: CompleteP's depth keys only under
+    CompleteP, `independent_weight_decay` only when on (so that the specs of studies written
+    before these keys existed are unchanged)."""
+    left_out = () if section["name"] == "completep" else DEPTH_KEYS
+    if not section.get("independent_weight_decay"):
+        left_out += ("independent_weight_decay",)
+    return {key: value for key, value in section.items() if key not in left_out}
 
 
 def series_spec(cfg: StudyConfig, table: pd.DataFrame, sid: str) -> RunSpec:

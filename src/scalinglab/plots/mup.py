@@ -1,4 +1,4 @@
-"""The muP figures: the coordinate check and the learning-rate transfer sweep.
+"""The muP figures: the coordinate check and the learning-rate transfer sweeps (width, depth).
 
 Drawn from the tables the workflow wrote (coord_check.csv, the LR-transfer runs and fit), saved
 atomically like every other figure.
@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 
 from scalinglab import atomic  # noqa: E402
 
-NAMES = {"sp": "SP", "mup": "muP"}
+NAMES = {"sp": "SP", "mup": "muP", "completep": "CompleteP"}
 
 
 def _save(fig, out) -> None:
@@ -75,40 +75,46 @@ def coord_check_figure(table: pd.DataFrame, out, max_panels: int = 5) -> None:
     _save(fig, out)
 
 
-def lr_transfer_figure(points: pd.DataFrame, fit: dict, out) -> None:
-    """Final loss against LR, one curve per width, SP and muP side by side; the parabola's
-    eta* marked per width, diverged runs as crosses at the top of the panel."""
+def lr_transfer_figure(points: pd.DataFrame, fit: dict, out, axis: str = "width",
+                       values_key: str = "widths", label: str = "width") -> None:
+    """Final loss against LR, one curve per value of the swept shape (`axis`: the points'
+    column, "width" or "n_layer"; `values_key`: the fit's list of its values), one panel per
+    parametrization side by side; the parabola's eta* marked per curve, diverged runs as
+    crosses at the top of the panel. Serves the width (lr_transfer) and depth sweeps."""
     sns.set_theme(style="whitegrid", context="notebook")
-    labels = [p for p in ("sp", "mup") if p in set(points["parametrization"])]
-    labels += sorted(set(points["parametrization"]) - set(labels))
-    widths = sorted(points["width"].unique())
-    colors = dict(zip(widths, sns.color_palette("viridis", len(widths)), strict=True))
+    present = set(points["parametrization"])
+    names = [p for p in ("sp", "mup", "completep") if p in present]
+    names += sorted(present - set(names))
+    values = sorted(points[axis].unique())
+    colors = dict(zip(values, sns.color_palette("viridis", len(values)), strict=True))
     ok = points[~points["diverged"]]
     top = ok["loss"].max() if len(ok) else 1.0
     low = ok["loss"].min() if len(ok) else 0.0
     ceiling = top + 0.08 * max(top - low, 1e-3)
-    fig, axes = plt.subplots(1, len(labels), figsize=(6 * len(labels), 4.6), sharey=True,
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.6), sharey=True,
                              squeeze=False)
-    for ax, label in zip(axes[0], labels, strict=True):
-        res = fit["parametrizations"].get(label, {})
-        best = dict(zip(res.get("widths", []), res.get("best_lr", []), strict=True))
-        for width in widths:
-            at = points[(points["parametrization"] == label) & (points["width"] == width)]
+    for ax, name in zip(axes[0], names, strict=True):
+        res = fit["parametrizations"].get(name, {})
+        best = dict(zip(res.get(values_key, []), res.get("best_lr", []), strict=True))
+        for value in values:
+            at = points[(points["parametrization"] == name) & (points[axis] == value)]
             good, bad = at[~at["diverged"]], at[at["diverged"]]
-            ax.plot(good["lr"], good["loss"], marker="o", color=colors[width],
-                    label=f"width {width}")
-            ax.scatter(bad["lr"], np.full(len(bad), ceiling), marker="x", color=colors[width])
-            eta = best.get(int(width), float("nan"))
+            ax.plot(good["lr"], good["loss"], marker="o", color=colors[value],
+                    label=f"{label} {value}")
+            ax.scatter(bad["lr"], np.full(len(bad), ceiling), marker="x", color=colors[value])
+            eta = best.get(int(value), float("nan"))
             if math.isfinite(eta):
-                ax.axvline(eta, color=colors[width], ls=":", lw=1)
-        title = NAMES.get(label, label)
+                ax.axvline(eta, color=colors[value], ls=":", lw=1)
+        title = NAMES.get(name, name)
         if "slope" in res:
-            title += f": slope of log eta* vs log width = {res['slope']:+.2f}"
-        ax.set_title(title, fontsize=11)
+            title += f": slope of log eta* vs log {label} = {res['slope']:+.2f}"
+        if "spread_grid_steps" in res:
+            title += f", spread {res['spread_grid_steps']:.2f} steps"
+        ax.set_title(title, fontsize=10)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("peak learning rate")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(f"final validation loss ({fit.get('tokens', 0):,} tokens)")
-    fig.suptitle("Learning-rate transfer across width (dotted: eta* from the parabola; "
+    fig.suptitle(f"Learning-rate transfer across {label} (dotted: eta* from the parabola; "
                  "x: diverged)", fontsize=11)
     _save(fig, out)
