@@ -36,13 +36,16 @@ def register(sub) -> None:
     _add_hparams(methods)
 
 
-def _common(p, *, loss=True, bootstrap=1000) -> None:
+def _law(methods, name: str, func, help: str, description: str, *, bootstrap: int = 1000):
+    """A verb that fits a law of loss in N (and D or C) to --input: its parser, with the options
+    every such verb shares; the verb adds its own."""
+    p = grammar.verb(methods, name, func, help, description=description)
     p.add_argument("--input", required=True, help="CSV (or JSON records) with one row per point")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--n-col", default="N", help="model size column (default N)")
-    if loss:
-        p.add_argument("--loss-col", default="loss", help="loss column (default loss)")
+    p.add_argument("--loss-col", default="loss", help="loss column (default loss)")
     grammar.add_bootstrap(p, bootstrap)
+    return p
 
 
 def _flops_options(p, *, tokens: str = "tokens column (default D, derived when absent)",
@@ -52,13 +55,9 @@ def _flops_options(p, *, tokens: str = "tokens column (default D, derived when a
 
 
 def _add_parametric(methods) -> None:
-    p = grammar.verb(
-        methods, "parametric", run_parametric,
-        "Method 3: L = E + A/N^alpha + B/D^beta (Huber, L-BFGS-B, grid starts)",
-        description="Method 3 fitted as Epoch AI refitted Chinchilla (arXiv 2404.10102). "
-        + FLOPS_HELP,
-    )
-    _common(p)
+    p = _law(methods, "parametric", run_parametric,
+             "Method 3: L = E + A/N^alpha + B/D^beta (Huber, L-BFGS-B, grid starts)",
+             "Method 3 fitted as Epoch AI refitted Chinchilla (arXiv 2404.10102). " + FLOPS_HELP)
     _flops_options(p, flops="FLOPs column, used when D is absent (default C)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
     p.add_argument("--at-compute", type=float, nargs="+", default=[], metavar="C",
@@ -69,25 +68,19 @@ def _add_parametric(methods) -> None:
 
 
 def _add_isoflop(methods) -> None:
-    p = grammar.verb(
-        methods, "isoflop", run_isoflop,
-        "Method 2: a parabola in log N per budget, then N_opt and D_opt power laws",
-        description="Method 2 (Hoffmann et al. 2203.15556, Approach 2). Budgets are the distinct "
-        "values of the C column. " + FLOPS_HELP,
-    )
-    _common(p)
+    p = _law(methods, "isoflop", run_isoflop,
+             "Method 2: a parabola in log N per budget, then N_opt and D_opt power laws",
+             "Method 2 (Hoffmann et al. 2203.15556, Approach 2). Budgets are the distinct values "
+             "of the C column. " + FLOPS_HELP)
     _flops_options(p)
 
 
 def _add_envelope(methods) -> None:
-    p = grammar.verb(
-        methods, "envelope", run_envelope,
-        "Method 1: the lower envelope of training curves on a log-spaced FLOP grid",
-        description="Method 1 (Hoffmann et al. 2203.15556, Approach 1). A long table, one row "
-        "per evaluation; when every run has one row, the grid is the distinct budgets. "
-        + FLOPS_HELP,
-    )
-    _common(p, bootstrap=200)
+    p = _law(methods, "envelope", run_envelope,
+             "Method 1: the lower envelope of training curves on a log-spaced FLOP grid",
+             "Method 1 (Hoffmann et al. 2203.15556, Approach 1). A long table, one row per "
+             "evaluation; when every run has one row, the grid is the distinct budgets. "
+             + FLOPS_HELP, bootstrap=200)
     _flops_options(p)
     p.add_argument("--run-col",
                    help="run column (default run_id; when absent, every row is its own run)")
@@ -110,16 +103,13 @@ def _add_powerlaw(methods) -> None:
 
 
 def _add_hparams(methods) -> None:
-    p = grammar.verb(
-        methods, "hparams", run_hparams,
-        "lr and batch laws from an LR x batch sweep (Step Law; DeepSeek eta(C), B(C))",
-        description="Near-optimal runs: in each (N, D) group, the runs with |loss / group best "
-        "- 1| < --near-optimal. Through them, least squares in logs: lr = coef N^exp_N D^exp_D "
-        "and B = coef D^exp_D (Step Law, arXiv 2503.04715), and eta_opt = coef C^exponent, "
-        "B_opt = coef C^exponent (DeepSeek LLM, arXiv 2401.02954); C = 6ND without a C column. "
-        "Intervals from a bootstrap over the near-optimal runs.",
-    )
-    _common(p)
+    p = _law(methods, "hparams", run_hparams,
+             "lr and batch laws from an LR x batch sweep (Step Law; DeepSeek eta(C), B(C))",
+             "Near-optimal runs: in each (N, D) group, the runs with |loss / group best - 1| < "
+             "--near-optimal. Through them, least squares in logs: lr = coef N^exp_N D^exp_D and "
+             "B = coef D^exp_D (Step Law, arXiv 2503.04715), and eta_opt = coef C^exponent, "
+             "B_opt = coef C^exponent (DeepSeek LLM, arXiv 2401.02954); C = 6ND without a C "
+             "column. Intervals from a bootstrap over the near-optimal runs.")
     p.add_argument("--d-col", default="D", help="training tokens column (default D)")
     p.add_argument("--lr-col", default="lr", help="peak learning rate column (default lr)")
     p.add_argument("--batch-col", default="batch", help="batch size column (default batch)")

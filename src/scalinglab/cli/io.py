@@ -1,13 +1,13 @@
 """Reading a verb's inputs and writing its outputs, for every module of `scalinglab.cli`.
 
 A missing, empty or unreadable input is a `UserError` that names the file (one line, exit 2);
-every output is written atomically (`scalinglab.atomic`), JSON as strict JSON (NaN and inf
-become null). pandas is imported inside the readers: `scalinglab --help` should not wait for it.
+the CSV and JSON readers are `scalinglab.readers`, which the figures share. Every output is
+written atomically (`scalinglab.atomic`), JSON as strict JSON (NaN and inf become null). pandas
+is imported inside the readers: `scalinglab --help` should not wait for it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,26 +16,9 @@ import yaml
 from scalinglab import atomic
 from scalinglab.config import StudyConfig, from_dict, load_config
 from scalinglab.errors import UserError
+from scalinglab.readers import read_csv, read_json
 
-
-def read_json(path, what: str = "file") -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-
-
-def read_csv(path, what: str = "file"):
-    import pandas as pd
-
-    try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: empty file") from None
+__all__ = ["read_csv", "read_json"]  # the verbs import every reader from here
 
 
 def read_table(path: str):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scalinglab.config.fields import fraction, positive
+
 SOURCES = ("stdlib", "files")
 
 
@@ -33,12 +35,11 @@ class CorpusConfig:
     )
     max_bytes: int = field(
         default=16_000_000,
-        metadata={"doc": "byte budget of UTF-8 document text taken, in listing order", "min": 0,
-                  "exclusive": True, "own_check": True},
+        metadata=positive("byte budget of UTF-8 document text taken, in listing order",
+                          own_check=True),
     )
     val_fraction: float = field(
         default=0.05,
-        metadata={"doc": "share of documents held out for validation (split by document, "
-                         "seeded)", "min": 0, "exclusive": True, "max": 1,
-                  "exclusive_max": True, "own_check": True},
+        metadata=fraction("share of documents held out for validation (split by document, "
+                          "seeded)", exclusive_max=True, own_check=True),
     )

@@ -30,6 +30,11 @@ def positive(doc: str, **more) -> dict:
     return {"doc": doc, "min": 0, "exclusive": True, **more}
 
 
+def fraction(doc: str, **more) -> dict:
+    """The metadata of a share of a whole: > 0 and <= 1 (``exclusive_max=True``: < 1)."""
+    return positive(doc, max=1, **more)
+
+
 def check_unique(values, key: str) -> None:
     if len(set(values)) != len(values):
         raise UserError(f"{key}: the same value is listed twice")

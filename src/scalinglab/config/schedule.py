@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scalinglab.config.fields import fraction
+
 SCHEDULE_KINDS = ("wsd", "cosine")
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "exponential", "multistep")
 
@@ -16,9 +18,7 @@ class ScheduleConfig:
                          "budget)", "choices": SCHEDULE_KINDS},
     )
     decay_fraction: float = field(
-        default=0.2,
-        metadata={"doc": "share of each branch's steps spent decaying", "min": 0,
-                  "exclusive": True, "max": 1},
+        default=0.2, metadata=fraction("share of each branch's steps spent decaying")
     )
     decay_shape: str = field(
         default="linear", metadata={"doc": "shape of the WSD decay", "choices": DECAY_SHAPES}

@@ -176,6 +176,18 @@ def series_spec(cfg, table: pd.DataFrame, sid: str) -> RunSpec:
 
 
 # -- what Snakemake asks of the phase --------------------------------------------------------------
+def _named(template: str, doc: str | None = None) -> property:
+    """A path of `PhaseFiles`: `template` with `{name}` the phase's name."""
+    return property(lambda files: template.format(name=files.name), doc=doc)
+
+
+def _beside(kind: str) -> property:
+    """A folder of `PhaseFiles` beside every rule's (logs, benchmarks): `results/<kind>` for the
+    default name (each rule's own folder below it), `results/<kind>/<name>` for another."""
+    return property(lambda files: f"results/{kind}" + ("" if files.name == PHASE
+                                                        else f"/{files.name}"))
+
+
 @dataclass(frozen=True)
 class PhaseFiles:
     """The file names, input and params functions of the phase's rules
@@ -199,37 +211,16 @@ class PhaseFiles:
     def name(self) -> str:
         return self.cfg.variants.name
 
-    @property
-    def tables_dir(self) -> str:
-        """plan.csv, runs.csv, curves.csv"""
-        return f"results/{self.name}"
-
-    @property
-    def runs_dir(self) -> str:
-        return f"results/runs/{self.name}"
-
-    @property
-    def specs_dir(self) -> str:
-        return f"results/specs/{self.name}"
-
-    @property
-    def fit_json(self) -> str:
-        return f"results/fits/{self.name}.json"
+    tables_dir = _named("results/{name}", "plan.csv, runs.csv, curves.csv")
+    runs_dir = _named("results/runs/{name}")
+    specs_dir = _named("results/specs/{name}")
+    fit_json = _named("results/fits/{name}.json")
+    logs_dir = _beside("logs")
+    benchmarks_dir = _beside("benchmarks")
 
     def figure(self, kind: str = "") -> str:
         """`results/figures/<name>.png` (the frontier figure) or `<name>_<kind>.png`."""
         return f"results/figures/{self.name}{'_' + kind if kind else ''}.png"
-
-    def _side_dir(self, kind: str) -> str:
-        return f"results/{kind}" + ("" if self.name == PHASE else f"/{self.name}")
-
-    @property
-    def logs_dir(self) -> str:
-        return self._side_dir("logs")
-
-    @property
-    def benchmarks_dir(self) -> str:
-        return self._side_dir("benchmarks")
 
     @property
     def category(self) -> str:

@@ -98,6 +98,16 @@ def hparams_figure(fit: dict, out, target: float) -> None:
     _save(fig, out)
 
 
+def _loss_by_tokens(ax, ylabel: str, title: str) -> None:
+    """Finish a panel of loss curves against training tokens: tokens on a log axis, the loss on
+    a linear one, the labels, a small title and the legend."""
+    _log(ax, y=False)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
 def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
     """Left: loss against tokens per batch size, the target losses and the best batch's crossing.
     Right: B_opt against L with the fit bs = k / L^gamma."""
@@ -116,12 +126,8 @@ def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
             if tokens.get(grid) is not None and math.isfinite(tokens[grid]):
                 left.scatter([tokens[grid]], [level["loss"]], marker="*", s=120,
                              color=colors[grid], edgecolor="k", zorder=4)
-    _log(left, y=False)
-    left.set_xlabel("training tokens")
-    left.set_ylabel("validation loss (running minimum)")
-    left.set_title(f"Same {fit['steps_budget']} steps per batch size (star: fewest tokens)",
-                   fontsize=10)
-    left.legend(fontsize=8)
+    _loss_by_tokens(left, "validation loss (running minimum)",
+                    f"Same {fit['steps_budget']} steps per batch size (star: fewest tokens)")
     usable = [lv for lv in fit["levels"] if lv["n_reached"] >= 2]
     losses = np.array([lv["loss"] for lv in usable])
     b_opt = np.array([lv["B_opt"] for lv in usable])
@@ -171,12 +177,8 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
         top.plot([], [], color="0.5", lw=1.6, label=f"WSD decay ({main['decay_shape']}, "
                  f"{main['decay_fraction']:g})")
         top.plot([], [], color="0.5", ls="--", label="cosine, one run per budget")
-        _log(top, y=False)
-        top.set_xlabel("training tokens")
-        top.set_ylabel("validation loss")
-        top.set_title(f"l{size.n_layer}-d{size.n_embd}-h{size.n_head} (N = {size.N:,})",
-                      fontsize=10)
-        top.legend(fontsize=8)
+        _loss_by_tokens(top, "validation loss",
+                        f"l{size.n_layer}-d{size.n_embd}-h{size.n_head} (N = {size.N:,})")
         cos = mine[mine["kind"] == "cosine"].set_index("C")["loss"]
         for (fraction, shape), rows in mine[mine["kind"] == "wsd"].groupby(
                 ["decay_fraction", "decay_shape"]):

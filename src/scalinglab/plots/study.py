@@ -21,18 +21,14 @@ import seaborn as sns  # noqa: E402
 
 from scalinglab import atomic  # noqa: E402
 from scalinglab.errors import UserError  # noqa: E402
+from scalinglab.readers import read_csv  # noqa: E402
 from scalinglab.training.metrics import trained_rows  # noqa: E402
 
 
 def _read_csv(path: str | None, what: str) -> pd.DataFrame:
     if not path:
         raise UserError(f"--{what} is required for this figure")
-    try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: empty file") from None
+    return read_csv(path)
 
 
 def _read_fit(path: str | None) -> dict:
