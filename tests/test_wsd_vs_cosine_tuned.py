@@ -83,19 +83,19 @@ def test_tuned_analysis_recovers_known_optima_inside_and_at_the_edge():
         assert p["grid_best_lr_cosine"] == 1.6e-2 and not p["cosine_at_grid_edge"]
         if p["C"] == 4e9:  # WSD's optimum below the grid: its lowest LR, flagged
             assert p["wsd_at_grid_edge"] and p["best_lr_wsd"] == 4e-3
-            assert p["loss_wsd"] == pytest.approx(p["grid_loss_wsd"])
+            assert p["fit_loss_wsd"] == pytest.approx(p["loss_wsd"])
             continue
         assert not p["wsd_at_grid_edge"]
         assert p["best_lr_wsd"] == pytest.approx(optimum("wsd", p["C"]), rel=1e-9)
         assert p["grid_best_lr_wsd"] == 8e-3
         assert p["lr_ratio"] == pytest.approx(0.5)
-        # the parabola's minimum is the floor: the tuned gap is exactly WSD's 2% advantage
-        assert p["gap"] == pytest.approx(-0.02, abs=1e-12)
+        # the parabola's minimum is the floor: its gap is exactly WSD's 2% advantage
+        assert p["gap_fit"] == pytest.approx(-0.02, abs=1e-12)
         # on the grid each side misses its optimum by 0.3 octaves: the same penalty added to both
         penalty = 0.05 * 0.3**2
-        cos_floor = p["loss_cosine"]
-        assert p["grid_loss_cosine"] == pytest.approx(cos_floor + penalty)
-        assert p["gap_grid"] == pytest.approx(-0.02 * cos_floor / (cos_floor + penalty))
+        cos_floor = p["fit_loss_cosine"]
+        assert p["loss_cosine"] == pytest.approx(cos_floor + penalty)
+        assert p["gap"] == pytest.approx(-0.02 * cos_floor / (cos_floor + penalty))
     edge = [p["lr_ratio"] for p in pairs if p["wsd_at_grid_edge"]]
     expected = math.exp(np.mean(np.log([0.5] * 4 + edge)))
     assert fit["lr_ratio_wsd_over_cosine"] == pytest.approx(expected)

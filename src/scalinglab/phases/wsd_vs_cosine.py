@@ -4,7 +4,9 @@ MiniCPM (arXiv:2404.06395, Sec. 4.1) and Hägele et al. (arXiv:2405.18392) show 
 warmup-stable-decay run, decayed from checkpoints of its stable phase, matches a cosine run tuned
 to each budget at a fraction of the compute: m cosine runs cost the sum of the budgets, WSD costs
 one stable run to the largest budget's decay start plus m short decays. This phase measures both
-on the study's corpus, for each size in `wsd_vs_cosine.sizes`:
+on the study's corpus, for each size in `wsd_vs_cosine.sizes` and each peak LR (`training.lr`,
+or every LR of `wsd_vs_cosine.lr_grid` to tune both schedules per budget,
+`scalinglab.phases.wsd_vs_cosine_tuned`):
 
 - a WSD series: one stable run and a branch for every (budget, decay fraction, decay shape) of
   the config (the decay-fraction and decay-shape ablations cost only their decays, since every
@@ -16,7 +18,7 @@ The main comparison uses the first decay fraction and the first shape listed.
 `compute_saving_ratio` = training FLOPs of the cosine runs / those of the main WSD variant (its
 stable run up to its last branch point plus its branches' decays); each ablation variant gets its
 own ratio the same way. The gap per budget is (L_WSD - L_cosine) / L_cosine of final validation
-losses.
+losses, each side at its grid-best LR for that budget when there is a grid.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
 
 def _loss_vs_lr(ax, finals: pd.DataFrame, size, fit: dict, colors: dict) -> None:
     """Final loss against peak LR per budget: cosine runs dashed, main WSD branches solid, each
-    schedule's tuned optimum (`tuned_per_budget`) a star."""
+    schedule's tuned optimum (`tuned_per_budget`: refined LR, parabola minimum) a marker."""
     main = fit["main"]
     mine = finals[(finals["n_embd"] == size.n_embd) & (finals["n_layer"] == size.n_layer)]
     cos = mine[mine["kind"] == "cosine"]
@@ -219,7 +219,7 @@ def _loss_vs_lr(ax, finals: pd.DataFrame, size, fit: dict, colors: dict) -> None
         if pair["N"] != size.N:
             continue
         for side, marker in (("wsd", "*"), ("cosine", "X")):
-            ax.scatter(pair[f"best_lr_{side}"], pair[f"loss_{side}"], marker=marker, s=90,
+            ax.scatter(pair[f"best_lr_{side}"], pair[f"fit_loss_{side}"], marker=marker, s=90,
                        color=colors[pair["C"]], edgecolor="k", zorder=3)
     ax.plot([], [], color="0.5", label="WSD (* its optimum)")
     ax.plot([], [], color="0.5", ls="--", label="cosine (X its optimum)")
