@@ -44,11 +44,26 @@ validation:
   enabled: true
 """
 
+# WSD vs cosine alone, each schedule tuned over a 3-point LR grid: per size, 3 WSD stable runs with
+# a branch per budget and 3 cosine series with a run per budget
+TUNED = """
+lr_transfer: {enabled: false}
+wsd_vs_cosine:
+  enabled: true
+  sizes: [{n_layer: 1, n_embd: 8, n_head: 1}, {n_layer: 1, n_embd: 16, n_head: 2}]
+  lr_grid: [5.0e-3, 1.0e-2, 2.0e-2]
+  budgets: [1.0e+9, 2.0e+9]
+  decay_fractions: [0.2]
+  decay_shapes: [linear]
+  eval_every: 20
+"""
+WSD_TARGETS = ("results/fits/wsd_vs_cosine.json", "results/figures/wsd_vs_cosine.png")
 
 
-def tiny(tmp_path: Path) -> tuple[list[str], StudyConfig]:
+
+def tiny(tmp_path: Path, text: str = TINY) -> tuple[list[str], StudyConfig]:
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
+    path.write_text(text)
     files = [str(REPO / "tests" / "smoke.yaml"), str(path)]
     cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), *files]))
     return files, cfg
@@ -98,3 +113,37 @@ def test_tiny_study_of_every_phase_end_to_end(tmp_path):
     recipe = json.loads((tmp_path / "results" / "recipe.json").read_text())
     assert recipe["lr_source"] == "hparams.json lr_vs_C"
     assert validation["lr"] == pytest.approx(recipe["lr"])
+
+
+def test_dry_run_of_a_tuned_wsd_vs_cosine(tmp_path):
+    files, cfg = tiny(tmp_path, TUNED)
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--quiet", "rules", "--configfile", *files,
+                       "--", *WSD_TARGETS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    # sizes x LRs stable runs on each side; sizes x LRs x budgets branches
+    assert counts["train_stable_wsd"] == counts["train_stable_cosine"] == 2 * 3
+    assert counts["decay_branch_wsd"] == counts["decay_branch_cosine"] == 2 * 3 * 2
+    assert counts["fit_wsd_vs_cosine"] == 1
+    assert len(wsd_vs_cosine.plan(cfg)) == 2 * 2 * 3 * 2
+
+
+@pytest.mark.slow
+def test_tuned_wsd_vs_cosine_end_to_end(tmp_path):
+    files, _ = tiny(tmp_path, TUNED)
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", *files, "--", *WSD_TARGETS,
+                       timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    figure = tmp_path / "results" / "figures" / "wsd_vs_cosine.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fit = json.loads((tmp_path / "results" / "fits" / "wsd_vs_cosine.json").read_text())
+    assert fit["lr_grid"] == [5e-3, 1e-2, 2e-2]
+    assert len(fit["tuned_per_budget"]) == 2 * 2
+    for pair in fit["tuned_per_budget"]:
+        for side in ("wsd", "cosine"):
+            assert 5e-3 <= pair[f"best_lr_{side}"] <= 2e-2
+            assert 0.5 < pair[f"loss_{side}"] < 7.0
+        assert abs(pair["gap"]) < 0.5
+    assert fit["compute"]["n_lrs"] == 3
+    assert fit["compute"]["cosine_over_wsd"] == pytest.approx(fit["compute_saving_ratio"])
+    assert fit["compute"]["cosine_over_wsd"] > 1

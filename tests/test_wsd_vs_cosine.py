@@ -96,7 +96,7 @@ def hand_table() -> pd.DataFrame:
                          "C_actual": steps, "main": fraction == 0.2,
                          "loss": (3.0 - steps / 1000) * (1.01 if fraction == 0.2 else 1.02)})
     table = pd.DataFrame(rows).assign(batch_tokens=1, flops_per_token=1.0, n_layer=1, n_embd=8,
-                                      n_head=1, N=100, D=lambda t: t["steps"], reason="",
+                                      n_head=1, N=100, D=lambda t: t["steps"], reason="", lr=1e-2,
                                       run_id=lambda t: [f"r{i}" for i in range(len(t))])
     table["stable_steps"] = table.groupby("series_id")["decay_start"].transform("max")
     return table

@@ -71,7 +71,7 @@ def _critical_batch_fit(args) -> None:
 
 
 def _wsd_vs_cosine_fit(args) -> None:
-    from scalinglab.phases import wsd_vs_cosine
+    from scalinglab.phases import wsd_vs_cosine, wsd_vs_cosine_tuned
     from scalinglab.plots import hparams as hparams_plots
 
     cfg = study_config(args.config)
@@ -79,13 +79,17 @@ def _wsd_vs_cosine_fit(args) -> None:
     if table.empty:
         raise UserError("wsd_vs_cosine.enabled: the phase is off in this config")
     finals = wsd_vs_cosine.read_finals(table, args.runs)
-    fit = wsd_vs_cosine.analyse(finals)
+    fit = wsd_vs_cosine_tuned.analyse(finals)
     fit["cosine_final_lr_ratio"] = cfg.wsd_vs_cosine.cosine_final_lr_ratio
     curves = _curves(args.runs)
+    finals["grid_best"] = wsd_vs_cosine.grid_best(finals)
     hparams_plots.wsd_vs_cosine_figure(finals, curves, fit, args.figure)
     write_json(args.out, fit)
     print(f"compute_saving_ratio {fit['compute_saving_ratio']:.2f}; mean gap "
           f"{100 * fit['mean_gap_rel']:+.2f}%, largest |gap| {100 * fit['max_abs_gap_rel']:.2f}%")
+    for pair in fit.get("tuned_per_budget", ()):
+        print(f"tuned {pair['size']} C={pair['C']:.3g}: lr wsd {pair['best_lr_wsd']:.3g}, "
+              f"cosine {pair['best_lr_cosine']:.3g}; gap {100 * pair['gap']:+.2f}%")
 
 
 def _curves(run_jsons):

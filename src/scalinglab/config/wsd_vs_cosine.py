@@ -1,5 +1,5 @@
-"""The ``wsd_vs_cosine`` section: WSD branches against tuned cosine runs
-(`scalinglab.phases.wsd_vs_cosine`)."""
+"""The ``wsd_vs_cosine`` section: WSD branches against cosine runs, each schedule optionally
+LR-tuned per budget over `lr_grid` (`scalinglab.phases.wsd_vs_cosine`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ class WsdVsCosineConfig:
         metadata={"doc": "the cosine runs' final learning rate as a fraction of the peak",
                   "min": 0, "max": 1},
     )
+    lr_grid: tuple[float, ...] = field(
+        default=(),
+        metadata=positive(
+            "peak learning rates, ascending (at least 3), each schedule tuned over them per "
+            "budget: a cosine run per (budget, LR), a WSD stable run per LR serving every budget; "
+            "empty: both schedules at training.lr, untuned", unique=True),
+    )
     eval_every: int = field(
         default=25,
         metadata=positive("optimizer steps between validation evaluations (the loss curves)"),
@@ -53,6 +60,17 @@ class WsdVsCosineConfig:
         if self.enabled and len(self.budgets) < 2:
             raise UserError(f"wsd_vs_cosine.budgets: needs at least 2 budgets, got "
                             f"{len(self.budgets)}")
+
+        if list(self.lr_grid) != sorted(self.lr_grid):
+            raise UserError("wsd_vs_cosine.lr_grid: list the learning rates in ascending order")
+        if self.lr_grid and len(self.lr_grid) < 3:
+            # a parabola in log LR through the grid minimum needs it and two neighbours
+            raise UserError(f"wsd_vs_cosine.lr_grid: needs at least 3 learning rates to tune "
+                            f"over, got {len(self.lr_grid)} (or leave it empty: no tuning)")
+
+    @property
+    def tuned(self) -> bool:
+        return bool(self.lr_grid)
 
     @property
     def main(self) -> tuple[float, str]:

@@ -101,11 +101,7 @@ def hparams_figure(fit: dict, out, target: float) -> None:
 def _loss_by_tokens(ax, ylabel: str, title: str) -> None:
     """Finish a panel of loss curves against training tokens: tokens on a log axis, the loss on
     a linear one, the labels, a small title and the legend."""
-    _log(ax, y=False)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    _label(ax, "training tokens", ylabel, title, size=10)
 
 
 def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
@@ -152,10 +148,16 @@ def critical_batch_figure(curves: pd.DataFrame, fit: dict, out) -> None:
 
 def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, out) -> None:
     """Top: loss against tokens per size (WSD stable run and main branches; cosine runs).
-    Bottom: every WSD variant's final loss relative to the cosine run of the same budget."""
+    Middle: every WSD variant's final loss relative to the cosine run of the same budget. Both
+    at each schedule's grid-best LR per budget (`grid_best`, a column of `finals`). Bottom, when
+    tuned over an LR grid: final loss against LR per budget for both schedules."""
     sns.set_theme(style="whitegrid", context="notebook")
     sizes = finals[["n_layer", "n_embd", "n_head", "N"]].drop_duplicates().sort_values("N")
-    fig, axes = plt.subplots(2, len(sizes), figsize=(5.6 * len(sizes), 8.5), squeeze=False)
+    tuned = "tuned_per_budget" in fit
+    rows = 3 if tuned else 2
+    fig, axes = plt.subplots(rows, len(sizes), figsize=(5.6 * len(sizes), 4.25 * rows),
+                             squeeze=False)
+    every, finals = finals, finals[finals["grid_best"]]
     main = fit["main"]
     budgets = sorted(finals["C"].unique())
     colors = dict(zip(budgets, sns.color_palette("viridis", len(budgets)), strict=True))
@@ -173,7 +175,9 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
                 top.plot(curve["D"], curve["loss"], color=colors[row.C], lw=1.6)
         stable = curves[(curves["kind"] == "stable")
                         & curves["series_id"].isin(mine[mine["kind"] == "wsd"]["series_id"])]
-        top.plot(stable["D"], stable["loss"], color="0.3", lw=1.0, label="WSD stable run")
+        for _, run in stable.groupby("series_id"):
+            top.plot(run["D"], run["loss"], color="0.3", lw=1.0)
+        top.plot([], [], color="0.3", lw=1.0, label="WSD stable run")
         top.plot([], [], color="0.5", lw=1.6, label=f"WSD decay ({main['decay_shape']}, "
                  f"{main['decay_fraction']:g})")
         top.plot([], [], color="0.5", ls="--", label="cosine, one run per budget")
@@ -193,9 +197,45 @@ def wsd_vs_cosine_figure(finals: pd.DataFrame, curves: pd.DataFrame, fit: dict, 
         bottom.set_xlabel("compute C (FLOPs)")
         bottom.set_ylabel("WSD loss vs cosine (%)")
         bottom.legend(fontsize=7)
+        if tuned:
+            _loss_vs_lr(axes[2][j], every, size, fit, colors)
     fig.suptitle(f"WSD vs cosine: compute_saving_ratio = {fit['compute_saving_ratio']:.2f}, "
                  f"mean final-loss gap {100 * fit['mean_gap_rel']:+.2f}%", fontsize=11)
     _save(fig, out)
+
+
+def _loss_vs_lr(ax, finals: pd.DataFrame, size, fit: dict, colors: dict) -> None:
+    """Final loss against peak LR per budget: cosine runs dashed, main WSD branches solid, each
+    schedule's tuned optimum (`tuned_per_budget`: refined LR, parabola minimum) a marker."""
+    main = fit["main"]
+    mine = finals[(finals["n_embd"] == size.n_embd) & (finals["n_layer"] == size.n_layer)]
+    cos = mine[mine["kind"] == "cosine"]
+    wsd = mine[(mine["kind"] == "wsd") & np.isclose(mine["decay_fraction"], main["decay_fraction"])
+               & (mine["decay_shape"] == main["decay_shape"])]
+    for budget, color in colors.items():
+        for rows, ls in ((wsd, "-"), (cos, "--")):
+            at = rows[rows["C"] == budget].sort_values("lr")
+            ax.plot(at["lr"], at["loss"], color=color, ls=ls, marker="o", ms=3)
+        ax.plot([], [], color=color, label=f"C = {budget:.2g}")
+    for pair in fit["tuned_per_budget"]:
+        if pair["N"] != size.N:
+            continue
+        for side, marker in (("wsd", "*"), ("cosine", "X")):
+            ax.scatter(pair[f"best_lr_{side}"], pair[f"fit_loss_{side}"], marker=marker, s=90,
+                       color=colors[pair["C"]], edgecolor="k", zorder=3)
+    ax.plot([], [], color="0.5", label="WSD (* its optimum)")
+    ax.plot([], [], color="0.5", ls="--", label="cosine (X its optimum)")
+    _label(ax, "peak learning rate", "final validation loss",
+           f"ratio of best LRs, WSD / cosine: {fit['lr_ratio_wsd_over_cosine']:.2f}", size=9)
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str, size: int) -> None:
+    """A log x axis, the labels, a title of font `size` and a legend two points smaller."""
+    _log(ax, y=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=size)
+    ax.legend(fontsize=size - 2)
 
 
 def prediction_figure(fit: dict, recipe: dict, result: dict, out) -> None:
