@@ -45,16 +45,39 @@ def test_predicted_rows_decay_only_where_the_stable_run_has_trained():
     assert study.plan_predicted(config()).empty
 
 
+def test_a_predicted_branch_is_no_shorter_than_its_sizes_shortest_trained_one():
+    # min_steps leaves the largest size out of the smallest trained budget but not out of the
+    # predicted one just above it, whose branch would then be shorter than any it trained
+    plan = study.plan_isoflop(predicted_config())
+    largest = plan[plan["N"] == plan["N"].max()].sort_values("C")
+    cfg = predicted_config(min_steps=int(largest["steps"].iloc[0]) + 1)
+    trained = study.trained_runs(study.plan_isoflop(cfg))
+    shortest = trained.groupby("series_id")["steps"].min()
+    predicted = study.plan_predicted(cfg)
+    kept = study.trained_runs(predicted)
+    assert (kept["steps"] >= kept["series_id"].map(shortest)).all()
+    # a size that enters the grid above the smallest budget: its predicted budget just below
+    # would extrapolate the decay, and is left out with its own reason
+    short = predicted[predicted["reason"].str.contains("shorter than the size's shortest")]
+    assert len(short) and (short["steps"] < short["series_id"].map(shortest)).all()
+    assert set(short["series_id"]) <= set(shortest.index)
+
+
 @pytest.mark.parametrize("isoflop, schedule, message", [
     ({"predicted_budgets": [TRAINED[3]]}, {}, "is also a trained budget"),
     ({"predicted_budgets": [2.2e11, 2.2e11]}, {}, "listed twice"),
     ({"predicted_budgets": [2.2e11]}, {"kind": "cosine"}, "decay branch of a WSD stable run"),
     ({"predicted_budgets": [-1.0]}, {}, "isoflop.predicted_budgets"),
+    ({"predicted_budgets": [5e10]}, {}, "not between the smallest and the largest"),
+    ({"predicted_budgets": [4e12]}, {}, "not between the smallest and the largest"),
 ])
 def test_bad_predicted_budgets_name_the_key(isoflop, schedule, message):
     with pytest.raises(UserError, match=message) as err:
-        study.plan_predicted(config(isoflop=isoflop, schedule=schedule))
+        study.check_config(config(isoflop=isoflop, schedule=schedule))
     assert "isoflop.predicted_budgets" in str(err.value)
+    if message not in ("listed twice", "isoflop.predicted_budgets"):
+        # a config merged over one with predicted budgets is told how to drop them
+        assert "set isoflop.predicted_budgets: [] to predict none" in str(err.value)
 
 
 # -- the law's prediction -----------------------------------------------------------------------
@@ -96,6 +119,16 @@ def test_a_predicted_branch_is_the_law_at_the_end_of_the_schedule_a_trained_one_
     again = schedule_law.predict_runs(fit, specs, study.plan_predicted(cfg))
     assert spec["series_id"] not in set(again["series_id"])
     assert len(again) == len(predicted) - len(one)
+    # nor one without a trained branch to measure the law's error on: its prediction would
+    # carry no error, and weigh in the IsoFLOP fit as a trained loss
+    other = specs[4]
+    fit["sizes"][4] = {**fit["sizes"][4], "branches": {}}
+    gaps = schedule_law.unpredictable_series(fit, specs, study.plan_predicted(cfg))
+    assert gaps[spec["series_id"]].startswith("the schedule law was not fitted on it (no fit)")
+    assert "no trained branch measures the law's error" in gaps[other["series_id"]]
+    third = schedule_law.predict_runs(fit, specs, study.plan_predicted(cfg))
+    assert not {spec["series_id"], other["series_id"]} & set(third["series_id"])
+    assert third["predicted_rel_error"].notna().all() and len(third) < len(again)
 
 
 def test_runs_csv_keeps_the_trained_rows_first_class():
@@ -112,6 +145,8 @@ def test_runs_csv_keeps_the_trained_rows_first_class():
                                   .reset_index(drop=True), check_dtype=False)
     # a table from before loss_source is all trained
     assert len(trained_rows(trained.drop(columns="loss_source"))) == len(trained)
+    with pytest.raises(UserError, match="old.csv: no column.s. predicted_rel_error"):
+        with_predicted(trained, predicted.drop(columns="predicted_rel_error"), where="old.csv")
 
 
 # -- the IsoFLOP fit with and without them ----------------------------------------------------
@@ -163,6 +198,23 @@ def test_with_predicted_fits_every_budget_and_counts_the_compute_saved(fitted):
     assert compared["compute_saving_ratio"]["with_predicted"] == pytest.approx(
         compute["independent_flops"] / compute["trained_flops"])
     assert compared["a_ci_width"]["trained"] == pytest.approx(np.diff(alone["ci"]["a"])[0])
+
+
+def test_without_a_noise_floor_the_predicted_budgets_are_not_fitted():
+    """No repeated run, no noise floor: a prediction cannot be weighed against a trained loss,
+    so the fit with them is left out, and says why, rather than counting both alike."""
+    cfg = predicted_config(noise_seeds=0)
+    plan = study.plan_isoflop(cfg)
+    trained = runs_of(plan, 0.002, np.random.default_rng(2)).assign(loss_source="trained")
+    extra = study.trained_runs(study.plan_predicted(cfg)).copy()
+    extra = extra.assign(loss=true_loss(extra["N"], extra["D"]), diverged=False,
+                         loss_source="predicted", predicted_rel_error=0.003)
+    fit = isoflop_fit.analyse(cfg, pd.concat([trained, extra], ignore_index=True), [plan],
+                              n_boot=50)
+    assert fit["noise"]["sigma"] is None
+    assert fit["with_predicted"]["skipped"].startswith("no noise floor")
+    assert fit["with_predicted"]["n_predicted_points"] == 0
+    assert "budgets" not in fit["with_predicted"]
 
 
 def test_a_predicted_point_weighs_less_than_a_trained_one():

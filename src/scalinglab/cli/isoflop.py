@@ -34,7 +34,7 @@ def _collect(args) -> None:
 
     runs, curves = collect(args.stable, args.branches)
     for path in args.predicted:
-        runs = with_predicted(runs, read_csv(path, "predicted runs"))
+        runs = with_predicted(runs, read_csv(path, "predicted runs"), where=str(path))
     write_csv(args.runs_out, runs)
     write_csv(args.curves_out, curves)
 

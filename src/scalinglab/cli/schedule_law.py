@@ -45,6 +45,8 @@ def _predict(args) -> None:
           f"{len(left)} (size, budget) pairs left out")
     for row in left.itertuples():
         print(f"  left out {row.run_id}: {row.reason}")
+    for sid, why in schedule_law.unpredictable_series(fit, specs, table).items():
+        print(f"  left out series {sid}: {why}")
 
 
 def register(sub) -> None:

@@ -294,16 +294,22 @@ def with_predicted(cfg: StudyConfig, trained: dict, points: pd.DataFrame, predic
     predicted), each predicted point weighed by `predicted_noise`; with the compute it saves
     and how the intervals change against the trained-only fit `trained`."""
     ok = finished(predicted)
+    budgets = sorted(float(c) for c in ok["C"].unique())
+    if noise["sigma"] is None or ok["predicted_rel_error"].isna().any():
+        # without a noise floor, or a law error, a prediction cannot be weighed against a
+        # trained loss: fitted unweighted, it would count as much as a run that trained
+        return {"predicted_budgets": budgets, "n_predicted_points": 0,
+                "skipped": "no noise floor (isoflop.noise_seeds: 0, or no repeated run)"
+                           if noise["sigma"] is None else
+                           "a predicted row has no predicted_rel_error"}
     extra = ok.groupby(["C", "N"], as_index=False).agg(
         D=("D", "mean"), loss=("loss", "mean"), n_seeds=("loss", "size"),
         predicted_rel_error=("predicted_rel_error", "first"))
-    both = pd.concat([points.assign(predicted_rel_error=np.nan), extra], ignore_index=True)
+    both = pd.concat([points.assign(is_predicted=False, predicted_rel_error=np.nan),
+                      extra.assign(is_predicted=True)], ignore_index=True)
     both = both.sort_values(["C", "N"]).reset_index(drop=True)
-    sigmas = None
-    if noise["sigma"] is not None:
-        is_predicted = both["predicted_rel_error"].notna().to_numpy()
-        sigmas = np.where(is_predicted, predicted_noise(both, noise["sigma"]),
-                          point_noise(both, noise["sigma"]))
+    sigmas = np.where(both["is_predicted"], predicted_noise(both, noise["sigma"]),
+                      point_noise(both, noise["sigma"]))
     m2 = method2(both, sigmas, window, n_boot, seed)
     plan = study.plan_predicted(cfg)
     extra_flops = float(plan[plan["run_id"].isin(ok["run_id"])]["C_actual"].sum())
@@ -315,7 +321,7 @@ def with_predicted(cfg: StudyConfig, trained: dict, points: pd.DataFrame, predic
     return {
         "method": "isoflop-window on the trained and the predicted points; a predicted point's "
                   "noise: the noise floor and its series' leave-one-out error in quadrature",
-        "predicted_budgets": sorted(float(c) for c in ok["C"].unique()),
+        "predicted_budgets": budgets,
         "n_predicted_points": len(extra),
         **{key: m2[key] for key in keep},
         "compute": {"trained_flops": spent, "independent_flops": independent,

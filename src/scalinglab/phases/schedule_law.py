@@ -156,18 +156,38 @@ def law_error(size: dict) -> float | None:
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else None
 
 
+def unpredictable_series(fit: dict, specs: list[dict], table: pd.DataFrame) -> dict[str, str]:
+    """The series of `table`'s open rows that `predict_runs` leaves out, each with why: no fitted
+    law, no spec, or no trained branch to measure the law's error on (a prediction must come
+    with an error, or it would weigh in the IsoFLOP fit as much as a trained loss)."""
+    fitted = {s["series_id"]: s for s in fit["sizes"]}
+    have_spec = {spec["series_id"] for spec in specs}
+    why = {}
+    for sid in sorted(set(table.loc[table["reason"] == "", "series_id"])):
+        size = fitted.get(sid)
+        if size is None or "params" not in size:
+            why[sid] = "the schedule law was not fitted on it" + (
+                f" ({size['error']})" if size and "error" in size else "")
+        elif sid not in have_spec:
+            why[sid] = "no spec was given for it"
+        elif law_error(size) is None:
+            why[sid] = "no trained branch measures the law's error on it (leave-one-out)"
+    return why
+
+
 def predict_runs(fit: dict, specs: list[dict], table: pd.DataFrame) -> pd.DataFrame:
     """runs.csv rows (`loss_source` "predicted") for the branches of `table` that train
     nothing (`study.plan_predicted`): each final loss is the law of its series, fitted on that
     series' trained curves, at the end of the branch's own schedule. `predicted_rel_error` is
-    the series' `law_error`. A series the law could not be fitted on predicts nothing."""
+    the series' `law_error`. The series of `unpredictable_series` predict nothing."""
     by_series = {s["series_id"]: s for s in fit["sizes"] if "params" in s}
     specs = {spec["series_id"]: spec for spec in specs}
+    left_out = unpredictable_series(fit, list(specs.values()), table)
     rows = []
     for row in table[table["reason"] == ""].itertuples():
-        size, spec = by_series.get(row.series_id), specs.get(row.series_id)
-        if size is None or spec is None:
+        if row.series_id in left_out:
             continue
+        size, spec = by_series[row.series_id], specs[row.series_id]
         branch = {"total_steps": int(row.steps), "decay_start": int(row.decay_start)}
         loss = predict(fit["form"], size["params"], lr_trace(spec, branch), [int(row.steps)])
         rows.append({

@@ -89,14 +89,21 @@ def check_config(cfg: StudyConfig) -> None:
     if len(set(predicted)) != len(predicted):
         raise UserError("isoflop.predicted_budgets: two budgets share the same label (listed "
                         "twice?)")
+    # a config merged over config.yaml inherits its predicted budgets: say how to drop them
+    drop = "; set isoflop.predicted_budgets: [] to predict none"
     both = sorted(set(predicted) & set(budgets))
     if both:
         raise UserError(f"isoflop.predicted_budgets: {both[0]} is also a trained budget "
-                        "(isoflop.budgets); a budget is either trained or predicted")
+                        "(isoflop.budgets); a budget is either trained or predicted" + drop)
     if predicted and cfg.schedule.kind != "wsd":
         raise UserError("isoflop.predicted_budgets: a predicted budget is a decay branch of a "
-                        "WSD stable run; schedule.kind is "
-                        f"{cfg.schedule.kind!r}")
+                        f"WSD stable run; schedule.kind is {cfg.schedule.kind!r}" + drop)
+    low, high = min(cfg.isoflop.budgets), max(cfg.isoflop.budgets)
+    outside = [b for b in cfg.isoflop.predicted_budgets if not low < b < high]
+    if outside:
+        raise UserError(f"isoflop.predicted_budgets: {outside[0]:.3g} is not between the "
+                        f"smallest and the largest trained budget ({low:.3g}, {high:.3g}): the "
+                        "schedule law interpolates between trained branches" + drop)
     check_vocab_size(cfg.tokenizer.vocab_size)  # 257 (256 bytes + <|endoftext|>) to 2**32 - 1
     gpt_config(cfg, cfg.model.sizes[0])  # lets the parametrization reject its own bad keys
 
@@ -122,19 +129,32 @@ def plan_predicted(cfg: StudyConfig) -> pd.DataFrame:
     """The rows of `isoflop.predicted_budgets` on the first grid's series: branches that train
     nothing, whose loss the schedule law predicts (`phases.schedule_law.predict_runs`).
 
-    A size enters a predicted budget as it would a trained one, and only where the branch would
-    decay from a point its stable run trains through: beyond it the law would extrapolate the
-    stable curve too. Empty (with the plan's columns) when no budget is predicted."""
+    A size enters a predicted budget as it would a trained one, and only between its own trained
+    branches: the branch must decay from a point its stable run trains through (beyond it the law
+    would extrapolate the stable curve too) and be no shorter than the size's shortest trained
+    branch (below it, the law would extrapolate the decay's gain). Empty (with the plan's
+    columns) when no budget is predicted."""
     trained_plan = plan_isoflop(cfg)
     if not cfg.isoflop.predicted_budgets:
         return trained_plan.iloc[:0]
     table = plan_sizes(cfg, cfg.model.sizes, budgets=cfg.isoflop.predicted_budgets)
-    reach = trained_plan.groupby("series_id")["stable_steps"].max()
-    table["stable_steps"] = table["series_id"].map(reach).fillna(0).astype(int)
-    beyond = (table["reason"] == "") & (table["decay_start"] > table["stable_steps"])
+    trained = trained_runs(trained_plan).groupby("series_id")
+    table["stable_steps"] = table["series_id"].map(trained["stable_steps"].max()).fillna(0)
+    table["stable_steps"] = table["stable_steps"].astype(int)
+    shortest = table["series_id"].map(trained["steps"].min())
+    open_ = table["reason"] == ""
+    untrained = open_ & shortest.isna()
+    table.loc[untrained, "reason"] = "the size trains no branch the law could be fitted on"
+    beyond = open_ & ~untrained & (table["decay_start"] > table["stable_steps"])
     table.loc[beyond, "reason"] = [
         f"decay would start at step {row.decay_start}, after the stable run's last step "
         f"({row.stable_steps}): the law would extrapolate" for row in table[beyond].itertuples()]
+    # the law sees no decay shorter than the shortest trained one: below it, it would guess
+    short = open_ & ~untrained & ~beyond & (table["steps"] < shortest)
+    table.loc[short, "reason"] = [
+        f"{row.steps} steps is shorter than the size's shortest trained branch "
+        f"({int(shortest[row.Index])} steps): the law would extrapolate its decay"
+        for row in table[short].itertuples()]
     return table
 
 

@@ -81,10 +81,15 @@ def trained_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["loss_source"].fillna(TRAINED) == TRAINED]
 
 
-def with_predicted(runs: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+def with_predicted(runs: pd.DataFrame, predicted: pd.DataFrame | None,
+                   where: str = "predicted runs") -> pd.DataFrame:
     """runs.csv: the trained runs, then the predicted ones, in (C, N) order."""
     if predicted is None or predicted.empty:
         return runs
+    missing = [col for col in RUN_COLUMNS if col not in predicted.columns]
+    if missing:
+        raise UserError(f"{where}: no column(s) {', '.join(missing)} (write it with "
+                        "`scalinglab schedule-law predict`)")
     both = pd.concat([runs, predicted[RUN_COLUMNS]], ignore_index=True)
     return both.sort_values(["C", "N"], kind="stable").reset_index(drop=True)
 
