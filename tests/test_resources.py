@@ -231,11 +231,10 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
             assert re.search(r"python -m scalinglab train (stable|branch) ", body)
             found[name.group(1)] = path.name
             block = body.split("resources:\n")[1].split("params:")[0]
-            asked = re.findall(r"^\s+(\w+)=(\w+)\.(\w+),$", block, re.M)
-            names = [(key, attr) for key, _, attr in asked]
-            assert names == [*((k, k) for k in RESOURCE_NAMES), ("processes", "processes")]
-            owners = {owner for _, owner, _ in asked}
-            assert len(owners) == 1 and owners <= factories, (name, owners)
+            # every resource from the one factory (JobResources.directive), nothing besides
+            owners = re.findall(r"^\s+\*\*(\w+)\.directive\(\),$", block, re.M)
+            assert len(owners) == 1 and set(owners) <= factories, (name, block)
+            assert len(block.strip().splitlines()) == 1, block
         if path.name != "train.smk":
             assert not re.search(r"python -m scalinglab train (stable|branch) ", text), path
     assert found == {"train_stable_": "train.smk", "decay_branch_": "train.smk"}

@@ -7,6 +7,7 @@ rule collect_isoflop_round:
     input:
         stable=isoflop_round_runs("stable"),
         branches=isoflop_round_runs("branches"),
+        predicted=[],
     output:
         runs=isoflop.round_file("{round}", "runs.csv"),
         curves=isoflop.round_file("{round}", "curves.csv"),
@@ -22,14 +23,14 @@ rule collect_isoflop_round:
     shell:
         "python -m scalinglab isoflop collect --stable {input.stable}"
         " --branches {input.branches} --runs-out {output.runs}"
-        " --curves-out {output.curves} > {log} 2>&1"
+        " --curves-out {output.curves} --predicted {input.predicted} > {log} 2>&1"
 
 
-rule collect_metrics:
+# every round, and the budgets that train nothing (isoflop.predicted_budgets) from the schedule law
+use rule collect_isoflop_round as collect_metrics with:
     input:
         stable=isoflop_all_runs("stable"),
         branches=isoflop_all_runs("branches"),
-        # the budgets that train nothing (isoflop.predicted_budgets), from the schedule law
         predicted=PREDICTED_RUNS,
     output:
         runs="results/metrics/runs.csv",
@@ -38,9 +39,3 @@ rule collect_metrics:
         "results/logs/collect_metrics.log",
     benchmark:
         "results/benchmarks/collect_metrics.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab isoflop collect --stable {input.stable}"
-        " --branches {input.branches} --runs-out {output.runs}"
-        " --curves-out {output.curves} --predicted {input.predicted} > {log} 2>&1"

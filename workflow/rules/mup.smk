@@ -3,9 +3,6 @@
 # CompleteP). Their runs train through the shared rules of train.smk (one WSD branch per run).
 from scalinglab.phases import group_named
 
-LR_TRANSFER = group_named(TRAINING_GROUPS, "lr_transfer")
-DEPTH_TRANSFER = group_named(TRAINING_GROUPS, "depth_transfer")
-
 
 rule coord_check:
     input:
@@ -35,81 +32,54 @@ rule coord_check:
         " --json-out {output.verdict} --figure-out {output.figure} > {log} 2>&1"
 
 
-rule plan_lr_transfer:
-    input:
-        spec="results/specs/study.json",
-    output:
-        "results/muP/lr_transfer_plan.csv",
-    log:
-        "results/logs/plan_lr_transfer.log",
-    benchmark:
-        "results/benchmarks/plan_lr_transfer.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab lr-transfer plan --config {input.spec} --out {output}"
-        " > {log} 2>&1"
+# the two transfer phases, width (lr_transfer) and depth (depth_transfer): the same plan and fit
+# verbs on their own tables, so one definition each
+for phase in ("lr_transfer", "depth_transfer"):
 
+    rule:
+        name:
+            f"plan_{phase}"
+        input:
+            spec="results/specs/study.json",
+        output:
+            f"results/muP/{phase}_plan.csv",
+        log:
+            f"results/logs/plan_{phase}.log",
+        benchmark:
+            f"results/benchmarks/plan_{phase}.tsv"
+        conda:
+            "../envs/scalinglab.yaml"
+        params:
+            verb=phase.replace("_", "-"),
+        shell:
+            "python -m scalinglab {params.verb} plan --config {input.spec} --out {output}"
+            " > {log} 2>&1"
 
-rule fit_lr_transfer:
-    input:
-        runs=LR_TRANSFER.branch_run_jsons,
-    output:
-        fit="results/fits/lr_transfer.json",
-        runs="results/muP/lr_transfer_runs.csv",
-        figure=report(
-            "results/figures/lr_transfer.png",
-            caption="../report/lr_transfer.rst",
-            category="muP",
-        ),
-    log:
-        "results/logs/fit_lr_transfer.log",
-    benchmark:
-        "results/benchmarks/fit_lr_transfer.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab lr-transfer fit --runs {input.runs} --out {output.fit}"
-        " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"
-
-
-rule plan_depth_transfer:
-    input:
-        spec="results/specs/study.json",
-    output:
-        "results/muP/depth_transfer_plan.csv",
-    log:
-        "results/logs/plan_depth_transfer.log",
-    benchmark:
-        "results/benchmarks/plan_depth_transfer.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab depth-transfer plan --config {input.spec} --out {output}"
-        " > {log} 2>&1"
-
-
-rule fit_depth_transfer:
-    input:
-        runs=DEPTH_TRANSFER.branch_run_jsons,
-    output:
-        fit=report(
-            "results/fits/depth_transfer.json",
-            caption="../report/depth_transfer_fit.rst",
-            category="muP",
-        ),
-        runs="results/muP/depth_transfer_runs.csv",
-        figure=report(
-            "results/figures/depth_transfer.png",
-            caption="../report/depth_transfer.rst",
-            category="muP",
-        ),
-    log:
-        "results/logs/fit_depth_transfer.log",
-    benchmark:
-        "results/benchmarks/fit_depth_transfer.tsv"
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab depth-transfer fit --runs {input.runs} --out {output.fit}"
-        " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"
+    rule:
+        name:
+            f"fit_{phase}"
+        input:
+            runs=group_named(TRAINING_GROUPS, phase).branch_run_jsons,
+        output:
+            fit=report(
+                f"results/fits/{phase}.json",
+                caption=f"../report/{phase}_fit.rst",
+                category="muP",
+            ),
+            runs=f"results/muP/{phase}_runs.csv",
+            figure=report(
+                f"results/figures/{phase}.png",
+                caption=f"../report/{phase}.rst",
+                category="muP",
+            ),
+        log:
+            f"results/logs/fit_{phase}.log",
+        benchmark:
+            f"results/benchmarks/fit_{phase}.tsv"
+        conda:
+            "../envs/scalinglab.yaml"
+        params:
+            verb=phase.replace("_", "-"),
+        shell:
+            "python -m scalinglab {params.verb} fit --runs {input.runs} --out {output.fit}"
+            " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"

@@ -37,12 +37,7 @@ for group in TRAINING_GROUPS:
             "../envs/scalinglab.yaml"
         threads: threads
         resources:
-            runtime=stable_job.runtime,
-            mem_mb=stable_job.mem_mb,
-            gpu=stable_job.gpu,
-            gpu_model=stable_job.gpu_model,
-            slurm_extra=stable_job.slurm_extra,
-            processes=stable_job.processes,
+            **stable_job.directive(),
         params:
             data_dir=subpath(input.meta, parent=True),
             out_dir=subpath(output.run, parent=True),
@@ -77,12 +72,7 @@ for group in TRAINING_GROUPS:
                 "../envs/scalinglab.yaml"
             threads: threads
             resources:
-                runtime=branch_job.runtime,
-                mem_mb=branch_job.mem_mb,
-                gpu=branch_job.gpu,
-                gpu_model=branch_job.gpu_model,
-                slurm_extra=branch_job.slurm_extra,
-                processes=branch_job.processes,
+                **branch_job.directive(),
             params:
                 data_dir=subpath(input.meta, parent=True),
                 out_dir=subpath(output.run, parent=True),

@@ -152,6 +152,12 @@ class JobResources:
         # does not change what a run computes
         return self.settings.processes
 
+    def directive(self) -> dict:
+        """The rule's `resources:`, by name."""
+        return {"runtime": self.runtime, "mem_mb": self.mem_mb, "gpu": self.gpu,
+                "gpu_model": self.gpu_model, "slurm_extra": self.slurm_extra,
+                "processes": self.processes}
+
 
 @dataclass(frozen=True)
 class Phase:

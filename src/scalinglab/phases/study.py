@@ -98,7 +98,7 @@ def check_config(cfg: StudyConfig) -> None:
     if predicted and cfg.schedule.kind != "wsd":
         raise UserError("isoflop.predicted_budgets: a predicted budget is a decay branch of a "
                         f"WSD stable run; schedule.kind is {cfg.schedule.kind!r}" + drop)
-    low, high = min(cfg.isoflop.budgets), max(cfg.isoflop.budgets)
+    low, high = min(cfg.isoflop.budgets, default=0), max(cfg.isoflop.budgets, default=0)
     outside = [b for b in cfg.isoflop.predicted_budgets if not low < b < high]
     if outside:
         raise UserError(f"isoflop.predicted_budgets: {outside[0]:.3g} is not between the "
