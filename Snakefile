@@ -20,15 +20,10 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/laws.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/mup.smk"
 include: "workflow/rules/variants.smk"
-include: "workflow/rules/hparams.smk"
-include: "workflow/rules/wsd_vs_cosine.smk"
-include: "workflow/rules/downstream.smk"
-include: "workflow/rules/recipe.smk"
-include: "workflow/rules/schedule_law.smk"
+include: "workflow/rules/steps.smk"
 
 
 rule all:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from scalinglab import phases
 from scalinglab.cli import grammar
+from scalinglab.cli.io import merged_config
 from scalinglab.cli.main import build_parser, main
+from scalinglab.config import StudyConfig, from_dict
 from scalinglab.training import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +73,24 @@ def _called_commands() -> list[tuple[str, str]]:
         code = "\n".join(line for line in path.read_text().splitlines()
                          if not line.lstrip().startswith("#"))
         found += [(path.name, command) for command in _commands(code)]
+    # the phases' analysis steps (steps.smk makes their rules), every phase on
+    configs = [REPO / "config.yaml", *(REPO / "workflow/configs").glob("*.yaml")]
+    for path in configs:
+        cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml"), str(path)]))
+        found += [(f"steps ({path.name})", step.command)
+                  for step in phases.steps(cfg, phases.training_groups(cfg))]
     return found
 
 
 def test_every_command_that_rules_and_the_makefile_run_exists(parser):
     commands = _called_commands()
-    assert {name for name, _ in commands} >= {"train.smk", "data.smk", "laws.smk", "Makefile"}
+    assert {name for name, _ in commands} >= {"train.smk", "data.smk", "laws.smk", "Makefile",
+                                              "steps (config.yaml)"}
+    # every step verb appears (fit, plot, plan, ... of each phase)
+    verbs = {" ".join(command.split()[:2]) for name, command in commands
+             if name.startswith("steps")}
+    assert {"hparams fit", "lr-transfer plan", "depth-transfer fit", "validation spec",
+            "schedule-law predict", "isoflop plot"} <= verbs
     for name, command in commands:
         leaf, rest = _leaf(parser, command.split())
         options = {word for word in rest if word.startswith("--")}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers import REPO, job_counts, snakemake
+from scalinglab import phases
 from scalinglab.cli import main as cli
 from scalinglab.config import StudyConfig, from_dict
 from scalinglab.config.variants import RESERVED_NAMES
@@ -146,8 +147,13 @@ def test_mup_width_problems_name_base_width_and_the_ladder_key(capsys, tmp_path)
 def test_reserved_names_cover_every_other_phases_outputs():
     """`variants.name` must not reuse a folder or file stem of another phase: scan the rules and
     the package for results/<x>, results/fits/<x>, results/figures/<x>, results/runs/<x>, ..."""
-    text = "\n".join(p.read_text() for p in [*(REPO / "workflow" / "rules").glob("*.smk"),
-                                             *(REPO / "src" / "scalinglab").glob("*.py")])
+    cfg = config({"name": "variants"})
+    steps = phases.steps(cfg, phases.training_groups(cfg))
+    text = "\n".join([*(p.read_text() for p in [*(REPO / "workflow" / "rules").glob("*.smk"),
+                                                *(REPO / "src" / "scalinglab").rglob("*.py")]),
+                      # the analysis steps' files, whose paths some phases build from names
+                      *(str(path) for step in steps for path in
+                        [*step.outputs.values(), *(f[0] for f in step.figures.values())])])
     used = set(re.findall(r"results/([a-z][A-Za-z_]*)", text))  # not placeholders (NAME)
     for folder in ("fits", "figures", "runs", "specs"):
         used |= set(re.findall(rf"results/{folder}/([a-z][A-Za-z_]*)", text))

@@ -1,9 +1,6 @@
-# muP: the coordinate check and the learning-rate transfer phases across width
-# (scalinglab.phases.lr_transfer) and depth (scalinglab.phases.depth_transfer, muP against
-# CompleteP). Their runs train through the shared rules of train.smk (one WSD branch per run).
-from scalinglab.phases import group_named
-
-
+# muP's coordinate check: a few AdamW steps per width inside one job. The transfer phases across
+# width and depth (scalinglab.phases.lr_sweep) train through train.smk; their plan and fit are
+# steps (steps.smk).
 rule coord_check:
     input:
         spec="results/specs/study.json",
@@ -30,56 +27,3 @@ rule coord_check:
         "python -m scalinglab coord-check --config {input.spec}"
         " --data-dir {params.data_dir} --threads {threads} --csv-out {output.csv}"
         " --json-out {output.verdict} --figure-out {output.figure} > {log} 2>&1"
-
-
-# the two transfer phases, width (lr_transfer) and depth (depth_transfer): the same plan and fit
-# verbs on their own tables, so one definition each
-for phase in ("lr_transfer", "depth_transfer"):
-
-    rule:
-        name:
-            f"plan_{phase}"
-        input:
-            spec="results/specs/study.json",
-        output:
-            f"results/muP/{phase}_plan.csv",
-        log:
-            f"results/logs/plan_{phase}.log",
-        benchmark:
-            f"results/benchmarks/plan_{phase}.tsv"
-        conda:
-            "../envs/scalinglab.yaml"
-        params:
-            verb=phase.replace("_", "-"),
-        shell:
-            "python -m scalinglab {params.verb} plan --config {input.spec} --out {output}"
-            " > {log} 2>&1"
-
-    rule:
-        name:
-            f"fit_{phase}"
-        input:
-            runs=group_named(TRAINING_GROUPS, phase).branch_run_jsons,
-        output:
-            fit=report(
-                f"results/fits/{phase}.json",
-                caption=f"../report/{phase}_fit.rst",
-                category="muP",
-            ),
-            runs=f"results/muP/{phase}_runs.csv",
-            figure=report(
-                f"results/figures/{phase}.png",
-                caption=f"../report/{phase}.rst",
-                category="muP",
-            ),
-        log:
-            f"results/logs/fit_{phase}.log",
-        benchmark:
-            f"results/benchmarks/fit_{phase}.tsv"
-        conda:
-            "../envs/scalinglab.yaml"
-        params:
-            verb=phase.replace("_", "-"),
-        shell:
-            "python -m scalinglab {params.verb} fit --runs {input.runs} --out {output.fit}"
-            " --runs-out {output.runs} --figure {output.figure} > {log} 2>&1"

@@ -25,9 +25,10 @@ SETTINGS = (*MODEL_SETTINGS, *RUN_SETTINGS)
 # them (a test scans the rule files for new ones). "mup" is results/muP on a case-blind disk.
 RESERVED_NAMES = (
     "benchmarks", "compute_optimal", "coord_check", "corpus", "critical_batch", "data",
-    "depth_transfer", "downstream", "figures", "fits", "hparams", "isoflop", "isoflop_intervals",
-    "isoflop_r", "logs", "loss_curves", "lr_transfer", "metrics", "mup", "paper", "prediction",
-    "recipe", "runs", "series", "specs", "study", "validation", "wsd_vs_cosine",
+    "depth_transfer", "downstream", "figures", "fits", "gpu", "hparams", "isoflop",
+    "isoflop_intervals", "isoflop_r", "logs", "loss_curves", "lr_transfer", "metrics", "mup",
+    "paper", "prediction", "recipe", "runs", "schedule_law", "series", "specs", "study",
+    "validation", "wsd_vs_cosine",
 )
 
 

@@ -6,13 +6,12 @@ phase list iterate. A new phase is a module here and a line below; it never adds
 
 from __future__ import annotations
 
-import pandas as pd
-
-from scalinglab.phases.base import JobResources, Phase, TrainingGroup, one_of
+from scalinglab.phases.base import JobResources, Phase, Step, TrainingGroup, group_named, one_of
 from scalinglab.phases.depth_transfer import DepthTransfer
+from scalinglab.phases.downstream import Downstream
 from scalinglab.phases.isoflop import Isoflop
 from scalinglab.phases.lr_transfer import CoordCheck, LrTransfer
-from scalinglab.phases.recipe import Downstream, Recipe, Validation
+from scalinglab.phases.recipe import Recipe, Validation
 from scalinglab.phases.schedule_law import ScheduleLaw
 from scalinglab.phases.sweeps import CRITICAL_BATCH, HPARAMS, WSD_VS_COSINE
 from scalinglab.phases.variants import Variants
@@ -42,11 +41,9 @@ def training_groups(cfg) -> list[TrainingGroup]:
     return [group for phase in PHASES if phase.enabled(cfg) for group in phase.groups(cfg)]
 
 
-def group_named(groups: list[TrainingGroup], name: str) -> TrainingGroup:
-    """The training group `name` among `groups`, or an empty one when its phase is off (the
-    analysis rules of a phase that is off are still defined, with no inputs)."""
-    return next((g for g in groups if g.name == name),
-                TrainingGroup(name, "", "", pd.DataFrame(), {}))
+def steps(cfg, groups: list[TrainingGroup]) -> list[Step]:
+    """Every phase's analysis rules (`Phase.steps`), in registry order."""
+    return [step for phase in PHASES for step in phase.steps(cfg, groups)]
 
 
 def targets(cfg) -> list[str]:
@@ -60,5 +57,5 @@ def summary(cfg) -> list[str]:
     return [line for phase in PHASES for line in phase.summary(cfg)]
 
 
-__all__ = ["PHASES", "JobResources", "Phase", "TrainingGroup", "by_name", "group_named",
-           "one_of", "summary", "targets", "training_groups"]
+__all__ = ["PHASES", "JobResources", "Phase", "Step", "TrainingGroup", "by_name", "group_named",
+           "one_of", "steps", "summary", "targets", "training_groups"]

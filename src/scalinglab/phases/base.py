@@ -6,7 +6,9 @@ config into a run table (one row per decay branch, the columns of `study.plan_is
 of each series it trains, and the files it adds to `rule all`. Modelled on OLMo-core's model
 ladder, where one run configurator serves every rung: a phase never writes training rules of its
 own. It hands the workflow `TrainingGroup`s, and `workflow/rules/train.smk` instantiates the one
-definition of `write_spec` / `train_stable` / `decay_branch` for each group.
+definition of `write_spec` / `train_stable` / `decay_branch` for each group. Its analysis (fits,
+figures) is a list of `Step`s, each one `python -m scalinglab` command, which
+`workflow/rules/steps.smk` makes into rules from one definition.
 
 A group is a set of series that share their branch labels, because a stable rule's outputs (one
 checkpoint per label) must be named when the DAG is built; most phases have one group, WSD vs
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -25,6 +27,8 @@ from scalinglab.training.resources import TrainingResources, training_job
 from scalinglab.training.spec import RunSpec
 
 TOKENS_DIR = "results/data/tokens"
+# the resolved study config every analysis step reads (written by the write_spec rule)
+STUDY_SPEC = "results/specs/study.json"
 
 
 def one_of(values) -> str:
@@ -159,6 +163,50 @@ class JobResources:
                 "processes": self.processes}
 
 
+def group_named(groups: list[TrainingGroup], name: str) -> TrainingGroup:
+    """The training group `name` among `groups`, or an empty one when its phase is off (the
+    analysis rules of a phase that is off are still defined, with no inputs)."""
+    return next((g for g in groups if g.name == name),
+                TrainingGroup(name, "", "", pd.DataFrame(), {}))
+
+
+class _Names:
+    """Attribute access to a dict, as Snakemake's {params.x} reads a rule's params."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule of a phase that trains nothing: `python -m scalinglab {command}` from `inputs`
+    to `outputs`, its log results/logs/{name}.log and its benchmark results/benchmarks/
+    {name}.tsv. `command` names files as Snakemake does ({input.runs}, {output.fit}, {params.x});
+    `figures` are the outputs that go in the report: key -> (path, caption file under
+    workflow/report/, report category). `params` are values a change of which reruns the step."""
+
+    name: str
+    command: str
+    inputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+    def command_line(self, wildcards, input, output) -> str:
+        """`command` with its files and params filled in: the rule's `params.command`. Snakemake
+        formats a rule's shell string when the job runs, after the loop of steps.smk has moved
+        on, so each rule carries its own command as a param rather than in its shell string."""
+        params = {key: value(wildcards, input) if callable(value) else value
+                  for key, value in self.params.items()}
+        return self.command.format(input=input, output=output, params=_Names(params))
+
+    def report_outputs(self, report) -> dict:
+        """`figures` wrapped by Snakemake's `report` (passed in: the package does not import
+        Snakemake)."""
+        return {key: report(path, caption=f"../report/{caption}", category=category)
+                for key, (path, caption, category) in self.figures.items()}
+
+
 @dataclass(frozen=True)
 class Phase:
     """One phase: subclasses set `name` and `section` and override what they need.
@@ -201,6 +249,11 @@ class Phase:
         return [self.group(cfg, table)] if len(table) else []
 
     def targets(self, cfg) -> list[str]:
+        return []
+
+    def steps(self, cfg, groups: list[TrainingGroup]) -> list[Step]:
+        """Its analysis rules, defined whether the phase is on or not (`groups`: every training
+        group of the study, `group_named` finds its own)."""
         return []
 
     def summary(self, cfg) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from scalinglab.phases import isoflop_rounds, study
-from scalinglab.phases.base import Phase, TrainingGroup
+from scalinglab.phases.base import Phase, Step, TrainingGroup
 from scalinglab.phases.runs import phase_flops
 
 ROUNDS_DIR = "results/isoflop"
@@ -50,6 +50,25 @@ class Isoflop(Phase):
 
     def targets(self, cfg):
         return ["results/metrics/runs.csv", "results/fits/isoflop.json", *FIGURES]
+
+    def steps(self, cfg, groups):
+        # the IsoFLOP profiles with each budget's interval in words (the caption includes
+        # them), the laws N_opt(C), D_opt(C) of Methods 2 and 3, and the loss curves
+        fit, runs = "results/fits/isoflop.json", "results/metrics/runs.csv"
+        sizing = "Compute-optimal sizing"
+        return [
+            Step("plot_loss_curves", "isoflop plot loss-curves --curves {input.curves}"
+                 " --out {output.figure}", inputs={"curves": "results/metrics/curves.csv"},
+                 figures={"figure": (FIGURES[0], "loss_curves.rst", "Training")}),
+            Step("plot_isoflop", "isoflop plot isoflop --runs {input.runs} --fit {input.fit}"
+                 " --out {output.figure} --words-out {output.words}",
+                 inputs={"runs": runs, "fit": fit},
+                 outputs={"words": "results/figures/isoflop_intervals.rst"},
+                 figures={"figure": (FIGURES[1], "isoflop.rst", sizing)}),
+            Step("plot_compute_optimal", "isoflop plot compute-optimal --fit {input.fit}"
+                 " --out {output.figure}", inputs={"fit": fit},
+                 figures={"figure": (FIGURES[2], "compute_optimal.rst", sizing)}),
+        ]
 
     def summary(self, cfg):
         table = self.plan(cfg)

@@ -29,7 +29,7 @@ from scalinglab.config import SizeConfig
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import study
-from scalinglab.phases.base import Phase
+from scalinglab.phases.base import STUDY_SPEC, Phase, Step, group_named
 from scalinglab.phases.runs import finished_run
 from scalinglab.training.schedule import decay_start_step
 from scalinglab.training.spec import RunSpec
@@ -64,6 +64,21 @@ class SweepPhase(Phase):
 
     def targets(self, cfg):
         return list(self.files) if self.enabled(cfg) else []
+
+    def steps(self, cfg, groups):
+        # width (lr_transfer) and depth (depth_transfer): the same verbs on their own tables
+        verb, files = self.name.replace("_", "-"), f"results/muP/{self.name}"
+        return [
+            Step(f"plan_{self.name}", f"{verb} plan --config {{input.spec}} --out {{output.plan}}",
+                 inputs={"spec": STUDY_SPEC}, outputs={"plan": f"{files}_plan.csv"}),
+            Step(f"fit_{self.name}", f"{verb} fit --runs {{input.runs}} --out {{output.fit}}"
+                 " --runs-out {output.runs} --figure {output.figure}",
+                 inputs={"runs": group_named(groups, self.name).branch_run_jsons},
+                 outputs={"runs": f"{files}_runs.csv"},
+                 figures={"fit": (f"results/fits/{self.name}.json", f"{self.name}_fit.rst", "muP"),
+                          "figure": (f"results/figures/{self.name}.png", f"{self.name}.rst",
+                                     "muP")}),
+        ]
 
     def summary(self, cfg):
         table = self.plan(cfg)

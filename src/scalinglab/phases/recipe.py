@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
 from scalinglab.phases import isoflop_fit, study
 from scalinglab.phases import runs as phase_runs
-from scalinglab.phases.base import Phase, TrainingGroup
+from scalinglab.phases.base import STUDY_SPEC, TOKENS_DIR, Phase, Step, TrainingGroup
 from scalinglab.training import downstream
 from scalinglab.training.metrics import trained_rows
 
@@ -235,7 +236,7 @@ def validation_ids(cfg) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RecipeFiles:
-    """Input functions of the recipe's rules (workflow/rules/recipe.smk)."""
+    """The inputs of the make_recipe step (`Recipe.steps`)."""
 
     cfg: object
 
@@ -303,12 +304,37 @@ def validate(recipe: dict, record: dict) -> dict:
 
 
 # -- the phase, on the shared abstraction (scalinglab.phases.base) ----------------------------
+COMPUTE_OPTIMAL = "results/fits/compute_optimal.json"
+RECIPE = "results/recipe.json"
+
+
+def fits_dir(wildcards, input) -> str:
+    """The folder of the fits `recipe make` reads, from its inputs (a param function, so that the
+    rule names no path its inputs do not give)."""
+    return str(Path(input.fits[0]).parent)
+
+
 @dataclass(frozen=True)
 class Recipe(Phase):
     name: str = "recipe"
 
     def targets(self, cfg):
-        return ["results/fits/compute_optimal.json", "results/recipe.json"]
+        return [COMPUTE_OPTIMAL, RECIPE]
+
+    def steps(self, cfg, groups):
+        return [
+            Step("fit_compute_optimal", "recipe fit --runs {input.runs} --config {input.spec}"
+                 " --out {output.fit}",
+                 inputs={"runs": "results/metrics/runs.csv", "spec": STUDY_SPEC},
+                 outputs={"fit": COMPUTE_OPTIMAL}),
+            # the LR and batch from the LR x batch laws when that phase ran, else the config's
+            Step("make_recipe", "recipe make --fits {params.fits} --compute {params.compute}"
+                 " --hparams {params.hparams} --out {output.recipe}",
+                 inputs={"fits": list(RecipeFiles(cfg).inputs().values())},
+                 outputs={"recipe": RECIPE},
+                 params={"fits": fits_dir, "compute": validation_compute(cfg),
+                         "hparams": "fits" if cfg.hparams.enabled else "config"}),
+        ]
 
 
 @dataclass(frozen=True)
@@ -328,32 +354,25 @@ class Validation(Phase):
             return []
         return ["results/fits/validation.json", "results/figures/prediction.png"]
 
+    def steps(self, cfg, groups):
+        # the run's spec comes from the recipe, so a job writes it; the shared rules train it
+        series, label = validation_ids(cfg)
+        return [
+            Step("validation_spec", "validation spec --config {input.spec} --recipe"
+                 " {input.recipe} --meta {input.meta} --out {output.spec}",
+                 inputs={"spec": STUDY_SPEC, "recipe": RECIPE, "meta": f"{TOKENS_DIR}/meta.json"},
+                 outputs={"spec": f"results/specs/{self.name}/{series}.json"}),
+            Step("fit_validation", "validation fit --recipe {input.recipe} --run {input.run}"
+                 " --fit {input.fit} --out {output.fit} --figure {output.figure}",
+                 inputs={"recipe": RECIPE, "fit": COMPUTE_OPTIMAL,
+                         "run": f"results/runs/{self.name}/{series}/{label}/run.json"},
+                 outputs={"fit": "results/fits/validation.json"},
+                 figures={"figure": ("results/figures/prediction.png", "prediction.rst",
+                                     "Recipe")}),
+        ]
+
     def summary(self, cfg):
         if not self.enabled(cfg):
             return []
         return [f"validation: one run at {validation_compute(cfg):.3g} FLOPs "
                 f"({cfg.validation.compute_factor:g}x the largest fitted budget)"]
-
-
-@dataclass(frozen=True)
-class Downstream(Phase):
-    """Accuracy beyond loss (LLaMA 3's second step): the IsoFLOP branches and the validation run
-    score themselves on a multiple-choice task; this phase fits the loss -> accuracy sigmoid."""
-
-    name: str = "downstream"
-    section: str = "downstream"
-
-    def targets(self, cfg):
-        if not self.enabled(cfg):
-            return []
-        return ["results/fits/downstream.json", "results/figures/downstream.png"]
-
-    def summary(self, cfg):
-        ds = cfg.downstream
-        if not ds.enabled:
-            return []
-        scored = "the IsoFLOP branches" + (" and the validation run"
-                                           if cfg.validation.enabled else "")
-        return [f"downstream: {scored} scored on {ds.items} items x {ds.choices} choices of "
-                f"{ds.context_tokens} + {ds.continuation_tokens} tokens from val.bin "
-                f"(chance {1 / ds.choices:.3g})"]

@@ -23,7 +23,8 @@ import pandas as pd
 from scalinglab.errors import UserError
 from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law
 from scalinglab.fitting.schedule_law import Curve, predict, relative_errors
-from scalinglab.phases.base import Phase
+from scalinglab.phases.base import STUDY_SPEC, Phase, Step, group_named
+from scalinglab.phases.isoflop import round_file
 from scalinglab.training.metrics import RUN_COLUMNS
 from scalinglab.training.schedule import Schedule
 
@@ -210,6 +211,23 @@ class ScheduleLaw(Phase):
 
     def targets(self, cfg):
         return [FIT, FIGURE, LR_TABLE] + ([PREDICTED] if cfg.isoflop.predicted_budgets else [])
+
+    def steps(self, cfg, groups):
+        spine = group_named(groups, "isoflop")
+        specs = [spine.spec_file(sid) for sid in spine.series]
+        return [
+            # the first grid's curves, not metrics/curves.csv: runs.csv takes the predicted
+            # budgets from this fit
+            Step("fit_schedule_law", "schedule-law fit --curves {input.curves} --specs"
+                 " {input.specs} --out {output.fit} --lr-out {output.lr} --figure {output.figure}",
+                 inputs={"curves": round_file(0, "curves.csv"), "specs": specs},
+                 outputs={"fit": FIT, "lr": LR_TABLE},
+                 figures={"figure": (FIGURE, "schedule_law.rst", "Schedules")}),
+            Step("predict_budgets", "schedule-law predict --fit {input.fit} --specs {input.specs}"
+                 " --config {input.spec} --out {output.predicted}",
+                 inputs={"fit": FIT, "specs": specs, "spec": STUDY_SPEC},
+                 outputs={"predicted": PREDICTED}),
+        ]
 
 
 def prediction_panels(curves: pd.DataFrame, specs: list[dict], fit: dict) -> list[dict]:
