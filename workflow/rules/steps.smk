@@ -21,8 +21,8 @@ for step in phases.steps(STUDY, TRAINING_GROUPS):
             "../envs/scalinglab.yaml"
         params:
             **step.params,
-            # the command as a param: the shell string is formatted when the job runs, when
-            # `step` names the loop's last step
-            command=step.command_line,
+        # an f-string, so that each rule's shell text is its own command (the text Snakemake's
+        # code trigger compares); Snakemake fills in {input.x}, {output.x} and {params.x} when
+        # the job runs
         shell:
-            "python -m scalinglab {params.command} > {log} 2>&1"
+            f"python -m scalinglab {step.command} > {{log}} 2>&1"
