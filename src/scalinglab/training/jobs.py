@@ -101,6 +101,15 @@ def _resume_if_possible(trainer: Trainer, resume_path: Path) -> None:
             print(message, file=sys.stderr)
 
 
+def _leave_together(world: World) -> None:
+    """After a run that ended well, every rank waits for rank 0 to finish its outputs (the
+    downstream score, run.json) before the process group is destroyed: destroy_process_group is
+    collective, and a rank that tore down its group while rank 0 still worked was seen to abort
+    (SIGABRT) under load. Not on an error: the other ranks may be inside a collective, and torchrun
+    stops them once this one exits."""
+    world.barrier()
+
+
 def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
     """Warmup + constant LR to the last branch point, saving `branch-<label>.pt` at each."""
     spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
@@ -112,6 +121,7 @@ def train_stable(spec_path, data_dir, out_dir, threads: int = 1) -> None:
         finally:  # a failed or preempted run keeps its partial rows, for a look
             if live is not None:
                 live.close()
+        _leave_together(world)
     finally:
         distributed.stop(world)
 
@@ -190,6 +200,7 @@ def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
         finally:
             if live is not None:
                 live.close()
+        _leave_together(world)
     finally:
         distributed.stop(world)
 
