@@ -110,6 +110,10 @@ def test_tiny_study_of_every_phase_end_to_end(tmp_path):
     validation = fits["validation"]
     assert validation["extrapolation"] == pytest.approx(4.0)
     assert 0.5 < validation["actual_loss"] < 7.0
+    # one run's range holds the law's interval (the backtest's error and the noise around it)
+    (lo, hi), (r_lo, r_hi) = validation["predicted_loss_ci"], validation["predicted_loss_range"]
+    assert r_lo <= lo <= validation["predicted_loss"] <= hi <= r_hi
+    assert validation["inside_range"] == (r_lo <= validation["actual_loss"] <= r_hi)
     recipe = json.loads((tmp_path / "results" / "recipe.json").read_text())
     assert recipe["lr_source"] == "hparams.json lr_vs_C"
     assert validation["lr"] == pytest.approx(recipe["lr"])

@@ -63,10 +63,19 @@ def _make(args) -> None:
           f"d{shape['n_embd']}-h{shape['n_head']} (N {shape['N']:,}), D {shape['tokens']:,} "
           f"tokens, lr {recipe['lr']:.3g}, batch {recipe['batch_tokens']} tokens; predicted "
           f"loss {recipe['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}]")
+    print(_range_line(recipe))
     if "predicted_accuracy" in recipe:
         lo, hi = recipe["predicted_accuracy_ci"]
         print(f"predicted downstream accuracy {recipe['predicted_accuracy']:.4f} "
               f"[{lo:.4f}, {hi:.4f}] (chance {recipe['accuracy_chance']:g})")
+
+
+def _range_line(prediction: dict) -> str:
+    lo, hi = prediction.get("predicted_loss_range", prediction["predicted_loss_ci"])
+    error = prediction.get("extrapolation_error", {})
+    said = (f"the law's extrapolation error {100 * error['value']:.2f}% ({error['basis']})"
+            if error.get("value") is not None else "no extrapolation error measured")
+    return f"range for one run [{lo:.4f}, {hi:.4f}]: the interval, one run's noise and {said}"
 
 
 def _validation_spec(args) -> None:
@@ -92,6 +101,8 @@ def _validation_fit(args) -> None:
     lo, hi = result["predicted_loss_ci"]
     print(f"predicted {result['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}], actual "
           f"{result['actual_loss']:.4f}: relative error {100 * result['relative_error']:+.2f}%")
+    if "inside_range" in result:
+        print(_range_line(result) + (": inside" if result["inside_range"] else ": OUTSIDE"))
     if "actual_accuracy" in result:
         print(f"accuracy: predicted {result['predicted_accuracy']:.4f}, actual "
               f"{result['actual_accuracy']:.4f} ({result['accuracy_error_points']:+.2f} points)")

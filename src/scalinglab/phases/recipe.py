@@ -36,7 +36,7 @@ import pandas as pd
 from scalinglab.config import SizeConfig, StudyConfig, from_dict
 from scalinglab.errors import UserError
 from scalinglab.model.flops import model_counts
-from scalinglab.phases import isoflop_fit, study
+from scalinglab.phases import extrapolation, isoflop_fit, study
 from scalinglab.phases import runs as phase_runs
 from scalinglab.phases.base import STUDY_SPEC, TOKENS_DIR, Phase, Step, TrainingGroup
 from scalinglab.training import downstream
@@ -72,8 +72,9 @@ def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
     runs = runs[np.isfinite(runs["loss"].astype(float))]
     points = isoflop_fit.fit_points(runs)
     noise = isoflop_fit.noise_floor(runs)
-    fit = isoflop_fit.window_fit(points, isoflop_fit.point_noise(points, noise["sigma"]),
-                                 isoflop_fit.window_of_config(cfg), n_boot, seed)
+    window = isoflop_fit.window_of_config(cfg)
+    point_noise = isoflop_fit.point_noise(points, noise["sigma"])
+    fit = isoflop_fit.window_fit(points, point_noise, window, n_boot, seed)
     point = (fit.k_n, fit.a, fit.k_d, fit.b, fit.k_L, fit.e_L)
     samples = (np.column_stack([fit.boot.samples[:, fit.boot.names.index(k)]
                                 for k in SAMPLE_NAMES]) if fit.boot is not None
@@ -100,6 +101,9 @@ def fit_compute_optimal(runs: pd.DataFrame, study: dict, *, n_boot: int = 1000,
             "published": list(PUBLISHED_TOKENS_PER_PARAM),
         },
         "noise_sigma": noise["sigma"],
+        # how well the loss law has extrapolated on the study's own budgets (the recipe's error)
+        "extrapolation_backtest": extrapolation.summary(fit, points, point_noise, window,
+                                                        n_boot=min(n_boot, 200), seed=seed),
         "points": runs[["C", "N", "D", "loss"]].to_dict(orient="records"),
         "bootstrap": {"n": n_boot, "seed": seed, "n_failed": n_boot - len(samples),
                       "level": 0.95, "names": list(SAMPLE_NAMES),
@@ -187,6 +191,12 @@ def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
                             f"({lr.get('error') or batch.get('error')})")
     batch_size = max(1, round(batch["value"] / block))
     tokens = C / counts.flops_per_token
+    loss_ci = _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el)
+    backtest = f.get("extrapolation_backtest")  # absent from a fit made before it existed
+    law_c = [b["C"] for b in f["budgets"]]
+    form_error = extrapolation.systematic_error(backtest["rows"] if backtest else [],
+                                                C / f["largest_budget"],
+                                                math.log(max(law_c) / min(law_c)))
     steps = max(1, round(tokens / (batch_size * block)))
     return {
         "compute": C,
@@ -197,7 +207,12 @@ def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
         "tokens_per_param_ci": _from_samples(
             s, lambda kn, a, kd, b, kl, el: kd * C**b / (kn * C**a)),
         "predicted_loss": loss,
-        "predicted_loss_ci": _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el),
+        "predicted_loss_ci": loss_ci,
+        # the bootstrap interval holds the fitted budgets' noise; the range adds the error the
+        # law made when the study carried it as far on its own budgets (phases.extrapolation)
+        "extrapolation_error": form_error,
+        "predicted_loss_range": extrapolation.predicted_range(
+            loss, loss_ci, form_error["value"], f.get("noise_sigma")),
         "loss_law": f"L_opt = {f['k_L']:.5g} * C^{f['e_L']:.5g}",
         "shape": {"n_layer": shape.n_layer, "n_embd": shape.n_embd, "n_head": shape.n_head,
                   "N": counts.N, "N_total": counts.N_total,
@@ -211,7 +226,7 @@ def make_recipe(compute_fit: dict, hparams_fit: dict | None, compute: float,
         "interval_level": 0.95,
         # LLaMA 3's two steps chained: compute -> loss (above) -> accuracy (the sigmoid)
         **({} if downstream_fit is None else downstream.recipe_prediction(
-            downstream_fit, loss, _from_samples(s, lambda kn, a, kd, b, kl, el: kl * C**el))),
+            downstream_fit, loss, loss_ci)),
     }
 
 
@@ -292,6 +307,7 @@ def validate(recipe: dict, record: dict) -> dict:
         "relative_error": (actual - predicted) / predicted,
         "abs_relative_error": abs(actual - predicted) / predicted,
         "inside_interval": bool(low <= actual <= high),
+        **extrapolation.range_check(recipe, actual),
         "run_id": record["run_id"],
         "N": spec["N"], "N_recipe": recipe["N"], "D": record["D"],
         "shape": {k: spec["model"][k] for k in ("n_layer", "n_embd", "n_head")},

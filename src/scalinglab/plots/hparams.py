@@ -269,6 +269,11 @@ def prediction_figure(fit: dict, recipe: dict, result: dict, out) -> None:
     left.errorbar([target], [pred], yerr=[[max(0.0, pred - lo)], [max(0.0, hi - pred)]],
                   fmt="s", color="C3", capsize=4,
                   label=f"predicted {pred:.3f} [{lo:.3f}, {hi:.3f}]")
+    if "predicted_loss_range" in result:  # one run's range: the law's form error and noise too
+        r_lo, r_hi = result["predicted_loss_range"]
+        left.errorbar([target * 1.08], [pred], yerr=[[pred - r_lo], [r_hi - pred]], fmt="none",
+                      color="C3", alpha=0.5, capsize=6, lw=1,
+                      label=f"range for one run [{r_lo:.3f}, {r_hi:.3f}]")
     left.scatter([target], [result["actual_loss"]], marker="*", s=160, color="C1",
                  edgecolor="k", zorder=4,
                  label=f"actual {result['actual_loss']:.3f} "
