@@ -72,9 +72,9 @@ def _called_commands() -> list[tuple[str, str]]:
     for path in [*sorted((REPO / "workflow/rules").glob("*.smk")), REPO / "Makefile"]:
         code = "\n".join(line for line in path.read_text().splitlines()
                          if not line.lstrip().startswith("#"))
-        # steps.smk runs each step's own command (`{step.command}`); the steps are read below
+        # steps.smk runs each step's own command (`{params.command}`); the steps are read below
         found += [(path.name, command) for command in _commands(code)
-                  if not command.startswith("{step.command}")]
+                  if not command.startswith("{params.command}")]
     # the phases' analysis steps (steps.smk makes their rules), every phase on
     configs = [REPO / "config.yaml", *(REPO / "workflow/configs").glob("*.yaml")]
     for path in configs:

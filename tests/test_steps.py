@@ -57,6 +57,18 @@ def test_report_outputs_wrap_only_the_figures():
                 figures={"figure": ("results/figures/x.png", "x.rst", "X")})
     wrapped = step.report_outputs(lambda path, caption, category: (path, caption, category))
     assert wrapped == {"figure": ("results/figures/x.png", "../report/x.rst", "X")}
+    # the command the rule runs, its files and params filled in (a param function's too)
+    fitted = Step("fit_y", "y fit --runs {input.runs} --dir {params.dir} --k {params.k}"
+                  " --out {output.fit}", params={"dir": lambda wildcards, input: "d", "k": 3})
+    files = type("Files", (), {"runs": "a.json b.json", "fit": "y.json"})()
+    assert fitted.command_line({}, files, files) == "y fit --runs a.json b.json --dir d --k 3" \
+        " --out y.json"
+    assert fitted.command_text == "y fit --runs <input.runs> --dir <params.dir> --k <params.k>" \
+        " --out <output.fit>"
+    # a param function names what it takes, as Snakemake's do
+    named = Step("fit_z", "z --out {params.out}",
+                 params={"out": lambda output: f"{output.fit}.tmp"})
+    assert named.command_line({}, files, files) == "z --out y.json.tmp"
 
 
 def test_the_default_study_runs_each_of_its_steps_once(tmp_path):

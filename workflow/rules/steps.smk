@@ -21,8 +21,12 @@ for step in phases.steps(STUDY, TRAINING_GROUPS):
             "../envs/scalinglab.yaml"
         params:
             **step.params,
-        # an f-string, so that each rule's shell text is its own command (the text Snakemake's
-        # code trigger compares); Snakemake fills in {input.x}, {output.x} and {params.x} when
-        # the job runs
+            # the command as a param: Snakemake evaluates a rule's shell expression again when
+            # the job runs, when `step` names the loop's last step (an f-string of step.command
+            # here would run that step's command in every rule)
+            command=step.command_line,
+            # the command's text, a plain value: the params trigger reruns a step whose command
+            # changed (the shell text, which the code trigger compares, is the same in every rule)
+            command_text=step.command_text,
         shell:
-            f"python -m scalinglab {step.command} > {{log}} 2>&1"
+            "python -m scalinglab {params.command} > {log} 2>&1"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from inspect import signature
 
 import pandas as pd
 
@@ -170,15 +171,22 @@ def group_named(groups: list[TrainingGroup], name: str) -> TrainingGroup:
                 TrainingGroup(name, "", "", pd.DataFrame(), {}))
 
 
+class _Names:
+    """Attribute access to a dict, as Snakemake's {params.x} reads a rule's params."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
 @dataclass(frozen=True)
 class Step:
     """One rule of a phase that trains nothing: `python -m scalinglab {command}` from `inputs`
     to `outputs`, its log results/logs/{name}.log and its benchmark results/benchmarks/
     {name}.tsv. `command` names files as Snakemake does ({input.runs}, {output.fit}, {params.x});
     `figures` are the outputs that go in the report: key -> (path, caption file under
-    workflow/report/, report category). `params` are the rule's params: values (a change of
-    which reruns the step) or functions of the rule's wildcards and files, as Snakemake takes
-    them (not a rerun trigger)."""
+    workflow/report/, report category). `params` are the rule's params: values, a change of
+    which reruns the step, or functions of (some of) the rule's wildcards, input and output, as
+    Snakemake takes them. The rule reruns when `command`'s text changes (steps.smk)."""
 
     name: str
     command: str
@@ -186,6 +194,21 @@ class Step:
     outputs: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+
+    def command_line(self, wildcards, input, output) -> str:
+        """`command` with its files and params filled in: the rule's `params.command`. Snakemake
+        formats a rule's shell string when the job runs, after the loop of steps.smk has moved
+        on, so each rule carries its own command as a param rather than in its shell string."""
+        files = {"wildcards": wildcards, "input": input, "output": output}
+        params = {key: value(**{name: files[name] for name in signature(value).parameters})
+                  if callable(value) else value for key, value in self.params.items()}
+        return self.command.format(input=input, output=output, params=_Names(params))
+
+    @property
+    def command_text(self) -> str:
+        """`command` as a plain param value for the params rerun trigger: Snakemake would expand
+        its {...} as wildcards, so they are written <...>."""
+        return self.command.replace("{", "<").replace("}", ">")
 
     def report_outputs(self, report) -> dict:
         """`figures` wrapped by Snakemake's `report` (passed in: the package does not import
