@@ -80,9 +80,40 @@ def test_the_range_adds_the_error_in_quadrature_on_each_side():
     assert extrapolation.predicted_range(3.0, [2.9, 3.2], 0.02) == pytest.approx(
         [3.0 - math.hypot(0.1, 0.06), 3.0 + math.hypot(0.2, 0.06)])
     assert extrapolation.predicted_range(3.0, [2.9, 3.2], None) == [2.9, 3.2]
-    # one run's seed noise on top of the law's errors
+    # one run's seed noise (its 95% spread, 1.96 sigma) on top of the law's errors
     assert extrapolation.predicted_range(3.0, [2.9, 3.2], 0.02, 0.08) == pytest.approx(
-        [3.0 - math.hypot(0.1, 0.06, 0.08), 3.0 + math.hypot(0.2, 0.06, 0.08)])
+        [3.0 - math.hypot(0.1, 0.06, 1.96 * 0.08), 3.0 + math.hypot(0.2, 0.06, 1.96 * 0.08)])
+    # no bootstrap: the error and the noise alone
+    nan = float("nan")
+    assert extrapolation.predicted_range(3.0, [nan, nan], 0.02, 0.08) == pytest.approx(
+        [3.0 - math.hypot(0.06, 1.96 * 0.08), 3.0 + math.hypot(0.06, 1.96 * 0.08)])
+
+
+def test_below_the_largest_budget_the_error_is_the_miss_inside_the_window_and_positive():
+    rows = [{"fit_from": 1.0, "fit_up_to": c, "ratio": 100.0 / c, "loss_error": -0.001 * i}
+            for i, c in enumerate([50.0, 30.0, 10.0, 3.0])]
+    inside = extrapolation.systematic_error(rows, 0.5, math.log(100.0))
+    assert inside["value"] >= 0
+
+
+def test_a_cut_at_a_budget_left_out_of_the_law_is_not_a_cut_and_the_top_is_a_law_budget():
+    budgets = list(np.geomspace(1e12, 1e14, 9))
+    runs = bending_runs(budgets)
+    # the largest budget's minimum at its grid's edge: out of the law, and not the reference
+    edge = runs["C"] == budgets[-1]
+    runs.loc[edge, "loss"] = runs.loc[edge, "loss"] - 0.2 * np.log(runs.loc[edge, "N"])
+    fit = recipe.fit_compute_optimal(runs, to_dict(study()), n_boot=20)
+    backtest = fit["extrapolation_backtest"]
+    assert backtest["C"] == pytest.approx(budgets[-2]) == pytest.approx(fit["largest_budget"])
+    assert len({r["fit_up_to"] for r in backtest["rows"]}) == len(backtest["rows"]) == 5
+
+
+def test_a_backtest_without_a_bootstrap_has_no_intervals_and_no_coverage():
+    fit = recipe.fit_compute_optimal(bending_runs(np.geomspace(1e12, 1e14, 9)),
+                                     to_dict(study()), n_boot=0)
+    backtest = fit["extrapolation_backtest"]
+    assert backtest["bootstrap_coverage"] is None
+    assert all("loss_opt_ci" not in r for r in backtest["rows"]) and len(backtest["rows"]) == 6
 
 
 def test_a_fit_made_before_the_backtest_gives_a_recipe_with_its_interval_alone():

@@ -73,8 +73,9 @@ def _make(args) -> None:
 def _range_line(prediction: dict) -> str:
     lo, hi = prediction.get("predicted_loss_range", prediction["predicted_loss_ci"])
     error = prediction.get("extrapolation_error", {})
-    said = (f"the law's extrapolation error {100 * error['value']:.2f}% ({error['basis']})"
-            if error.get("value") is not None else "no extrapolation error measured")
+    said = (f"the backtest's bound on the law's form error, {100 * error['value']:.2f}% "
+            f"({error['basis']})" if error.get("value") is not None
+            else "no form error measured")
     return f"range for one run [{lo:.4f}, {hi:.4f}]: the interval, one run's noise and {said}"
 
 
@@ -102,7 +103,8 @@ def _validation_fit(args) -> None:
     print(f"predicted {result['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}], actual "
           f"{result['actual_loss']:.4f}: relative error {100 * result['relative_error']:+.2f}%")
     if "inside_range" in result:
-        print(_range_line(result) + (": inside" if result["inside_range"] else ": OUTSIDE"))
+        said = {True: ": inside", False: ": OUTSIDE", None: ""}[result["inside_range"]]
+        print(_range_line(result) + said)
     if "actual_accuracy" in result:
         print(f"accuracy: predicted {result['predicted_accuracy']:.4f}, actual "
               f"{result['actual_accuracy']:.4f} ({result['accuracy_error_points']:+.2f} points)")
