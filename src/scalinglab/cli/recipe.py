@@ -71,8 +71,8 @@ def _make(args) -> None:
 
 
 def _range_line(prediction: dict) -> str:
-    lo, hi = prediction.get("predicted_loss_range", prediction["predicted_loss_ci"])
-    error = prediction.get("extrapolation_error", {})
+    lo, hi = prediction["predicted_loss_range"]
+    error = prediction["extrapolation_error"]
     said = (f"the backtest's bound on the law's form error, {100 * error['value']:.2f}% "
             f"({error['basis']})" if error.get("value") is not None
             else "no form error measured")

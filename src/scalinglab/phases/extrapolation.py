@@ -102,9 +102,9 @@ def systematic_error(rows: list[dict], ratio: float, window: float) -> dict:
     the backtest measured it: each cut's error is `offset + kappa * bend(its window, its
     distance)`, the offset being the noise of the largest budget's own optimum, which every cut
     shares, and kappa the frontier's curvature in ln L against ln C. The value is
-    (|kappa| + 1.96 se) * bend(window, ln ratio): the curvature's upper 95% bound carried to the
-    recipe's own geometry, whose fit is wider and whose extrapolation is longer than any cut's
-    (Student's t for the quantile: the cuts are few, and nested, so the bound is rough)."""
+    (|kappa| + t se) * bend(window, ln ratio), t Student's 97.5% quantile: the curvature's upper
+    95% bound carried to the recipe's own geometry, whose fit is wider and whose extrapolation is
+    longer than any cut's (the cuts are few, and nested, so the bound is rough)."""
     usable = [r for r in rows if "fit_from" in r]
     if len(usable) < 3:
         return {"value": None, "basis": f"{len(usable)} backtest cut(s): a curvature and an "
