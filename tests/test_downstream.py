@@ -108,15 +108,15 @@ def test_a_task_longer_than_the_context_is_fine_while_downstream_is_off():
 class Oracle(torch.nn.Module):
     """All probability on token t + 1 after token t (counting_tokens' rule)."""
 
-    def forward(self, idx):
+    def forward(self, idx, last=None):
         logits = torch.full((*idx.shape, 997), -1e4)
         logits.scatter_(-1, ((idx + 1) % 997).unsqueeze(-1), 0.0)
-        return logits, None
+        return logits[:, -last:] if last else logits, None
 
 
 class Uniform(torch.nn.Module):
-    def forward(self, idx):
-        return torch.zeros(*idx.shape, 997), None
+    def forward(self, idx, last=None):
+        return torch.zeros(idx.shape[0], last or idx.shape[1], 997), None
 
 
 def test_an_oracle_scores_one_and_a_uniform_model_scores_chance_exactly():

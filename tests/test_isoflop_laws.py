@@ -234,6 +234,27 @@ def test_an_edge_asks_the_pool_for_a_size_beyond_it():
     assert isoflop_rounds.choose_sizes(cfg, needs, used=set(labels)) != chosen
 
 
+
+def test_a_refinement_size_trains_only_up_to_the_largest_budget_that_asked_for_it():
+    cfg = config(adaptive={"rounds": 2, "max_new_sizes": 1})
+    budgets = cfg.isoflop.budgets
+    # two budgets low in the grid are unsure of N_opt near 20k (d28 answers); the others are sure
+    fit = {"budgets": [{"C": C, "edge": None, "sizes": [6000.0, 154000.0], "N_opt": 20000.0,
+                        "N_opt_ci": [10000.0, 40000.0] if i in (1, 3) else [19000.0, 21000.0]}
+                       for i, C in enumerate(budgets)]}
+    table = isoflop_rounds.plan_round(cfg, fit, pd.DataFrame(columns=["n_layer", "n_embd",
+                                                                      "n_head"]), 2, 10**9)
+    assert set(table["n_embd"]) == {28}
+    trained = study.trained_runs(table)
+    assert trained["C"].max() == pytest.approx(budgets[3])
+    # every budget below the last asker still branches (a branch costs a tenth of its run)
+    assert len(trained) == 4
+    above = table[table["C"] > budgets[3] * 1.001]
+    # (the largest budget is left out already, for tokens per parameter)
+    assert len(above) == 6 and (above["reason"] != "").all()
+    assert (above["reason"] == isoflop_rounds.ABOVE_ASKERS).sum() == 5
+    assert (table["stable_steps"] == trained["decay_start"].max()).all()
+
 # -- bad input: exit 2 naming the key, nothing written -----------------------------------------
 @pytest.mark.parametrize(("yaml", "key"), [
     ("adaptive:\n  rounds: -1\n", "adaptive.rounds"),

@@ -178,3 +178,21 @@ def test_bad_config_names_the_key():
         GPTConfig(vocab_size=64, block_size=16, n_layer=0, n_embd=16, n_head=2)
     with pytest.raises(UserError, match="vocab_size"):
         GPTConfig(vocab_size=6.5, block_size=16, n_layer=2, n_embd=16, n_head=2)
+
+
+def test_the_last_positions_logits_are_the_full_forwards_tail():
+    # `last` (continuation scoring) and the readout's pre-scaled input must give what the full
+    # forward gives, logit_scale included
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_embd=16, n_head=2,
+                          logit_scale=0.25)).eval()
+    idx = torch.randint(0, 50, (3, 12))
+    full, _ = model(idx)
+    tail, _ = model(idx, last=5)
+    assert tail.shape == (3, 5, 50)
+    torch.testing.assert_close(tail, full[:, -5:])
+    unscaled = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_embd=16, n_head=2)).eval()
+    unscaled.load_state_dict(model.state_dict())
+    torch.testing.assert_close(full, 0.25 * unscaled(idx)[0])
+    with pytest.raises(ValueError, match="no targets"):
+        model(idx, idx, last=5)

@@ -194,10 +194,13 @@ class GPT(nn.Module):
         targets: Tensor | None = None,
         *,
         activations: dict[str, Tensor] | None = None,
+        last: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits (B, T, V) for token ids `idx` (B, T), and the mean cross-entropy against
         `targets` (B, T) when given (positions with target -1 are ignored). If `activations`
-        is a dict, it is filled as described in the module docstring."""
+        is a dict, it is filled as described in the module docstring. `last`: logits for the
+        last `last` positions only, (B, last, V), without targets (scoring a continuation
+        needs no more, and the readout is most of a small model's cost)."""
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
@@ -210,7 +213,15 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, activations, f"h.{i}")  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.config.logit_scale * self.lm_head(x)  # (B, T, V)
+        if last is not None:
+            if targets is not None:
+                raise ValueError("`last` gives logits only: pass no targets with it")
+            x = x[:, -last:]
+        # the readout is linear: scaling its (B, T, C) input is the same product as scaling the
+        # (B, T, V) logits, at n_embd / vocab_size of the cost
+        if self.config.logit_scale != 1.0:
+            x = self.config.logit_scale * x
+        logits = self.lm_head(x)  # (B, T, V)
         if activations is not None:
             activations["logits"] = logits.detach()
         loss = None

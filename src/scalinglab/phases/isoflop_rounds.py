@@ -7,7 +7,10 @@ runs `plan_round`, which reads the fit and plans round 1:
   that edge; one whose N_opt interval is wider than `adaptive.max_interval_ratio` needs a size
   near its N_opt. Each need picks the nearest unused size of the `adaptive.sizes` pool (in log
   N); at most `adaptive.max_new_sizes` per round, edges first, then the sizes most budgets asked
-  for. A new size trains a stable run plus a branch per budget, as the first round's sizes do.
+  for. A new size trains a stable run plus a branch per budget, as the first round's sizes do,
+  but only up to the largest budget that asked for it: the stable run's length is set by its
+  last budget, and a budget above every asker has its interval already, so a run there would
+  be the round's most costly and least needed one.
 - **noise seeds** (round 1 only): the trained run nearest each budget's N_opt is repeated with
   `isoflop.noise_seeds` other seeds (init and data order). One repeat series per (size, seed)
   trains only the branches of the budgets that size is nearest for, so it stops at the last.
@@ -69,12 +72,21 @@ def budget_needs(fit: dict, max_interval_ratio: float) -> list[dict]:
     return needs
 
 
+ABOVE_ASKERS = "a refinement size trains only up to the largest budget that asked for it"
+
+
 def choose_sizes(cfg: StudyConfig, needs: list[dict], used: set[str]) -> list[SizeConfig]:
     """The pool sizes that answer `needs`, at most `adaptive.max_new_sizes`: those beyond an edge
     first, then the most asked for (the smaller on a tie).
 
     `used`: size labels already trained (any round); a pool size is never trained twice.
     """
+    return [size for size, _ in chosen_with_askers(cfg, needs, used)]
+
+
+def chosen_with_askers(cfg: StudyConfig, needs: list[dict],
+                       used: set[str]) -> list[tuple[SizeConfig, list[float]]]:
+    """`choose_sizes`, each size with the budgets C whose needs picked it."""
     pool = [(size, math.log(size_n(cfg, size))) for size in cfg.adaptive.sizes
             if study.size_label(size) not in used]
     votes: dict[str, list] = {}
@@ -88,12 +100,13 @@ def choose_sizes(cfg: StudyConfig, needs: list[dict], used: set[str]) -> list[Si
         if not candidates:
             continue
         size, log_n = min(candidates, key=lambda p: abs(p[1] - need["log_n"]))
-        entry = votes.setdefault(study.size_label(size), [size, 0, 0, log_n])
+        entry = votes.setdefault(study.size_label(size), [size, 0, 0, log_n, []])
         entry[1] += need["side"] != "near"
         entry[2] += 1
+        entry[4].append(need["C"])
     # a budget without a located minimum first, then the sizes most budgets asked for
     ranked = sorted(votes.values(), key=lambda v: (-v[1], -v[2], v[3]))
-    return [size for size, *_ in ranked[: cfg.adaptive.max_new_sizes]]
+    return [(size, askers) for size, _, _, _, askers in ranked[: cfg.adaptive.max_new_sizes]]
 
 
 def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[str]]:
@@ -125,9 +138,11 @@ def plan_round(cfg: StudyConfig, fit: dict, runs: pd.DataFrame, round_: int,
         used = {study.size_label(SizeConfig(int(r.n_layer), int(r.n_embd), int(r.n_head)))
                 for r in runs.itertuples()}
         needs = budget_needs(fit, cfg.adaptive.max_interval_ratio)
-        sizes = choose_sizes(cfg, needs, used)
-        if sizes:
-            parts.append(study.plan_sizes(cfg, sizes, round_=round_))
+        for size, askers in chosen_with_askers(cfg, needs, used):
+            table = study.plan_sizes(cfg, [size], round_=round_)
+            table.loc[(table["C"] > max(askers) * (1 + 1e-9)) & (table["reason"] == ""),
+                      "reason"] = ABOVE_ASKERS
+            parts.append(study.with_stable_steps(table))
     if round_ == 1:
         for key, labels in nearest_runs(fit, runs, cfg.seed).items():
             size = SizeConfig(*key)

@@ -45,6 +45,7 @@ from scalinglab.model.parametrization import (
     model_multipliers,
     param_groups,
 )
+from scalinglab.training.adamw import AdamW
 
 COLUMNS = ["parametrization", "width", "seed", "step", "site", "rms"]
 # muP keeps the logits within this factor across an 8x width range; SP grows far beyond it.
@@ -205,7 +206,7 @@ def _build(label, pcfg, width, shape, lr, seed, adjust):
         cfg = adjust(label, cfg)
     model = GPT(cfg)
     init_weights(model, pcfg, torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.AdamW(param_groups(model, pcfg, lr, weight_decay=0.0), lr=lr)
+    optimizer = AdamW(param_groups(model, pcfg, lr, weight_decay=0.0), lr=lr)
     return model, optimizer
 
 

@@ -100,10 +100,11 @@ def accuracy(model, task: Task, device, batch: int = 64, autocast=None) -> float
         with torch.no_grad():
             for i in range(0, len(flat), batch):
                 seq = flat[i:i + batch].to(device)
+                # position t predicts token t + 1: the continuation is predicted from ctx - 1 on,
+                # the last length - ctx positions of the input
                 with autocast or contextlib.nullcontext():
-                    logits, _ = model(seq[:, :-1])  # (B, T-1, V)
-                # position t predicts token t + 1: the continuation is predicted from ctx - 1 on
-                logp = torch.log_softmax(logits[:, ctx - 1:].float(), dim=-1)
+                    logits, _ = model(seq[:, :-1], last=length - ctx)  # (B, length - ctx, V)
+                logp = torch.log_softmax(logits.float(), dim=-1)
                 target = seq[:, ctx:].unsqueeze(-1)
                 scores[i:i + batch] = logp.gather(-1, target).squeeze(-1).sum(-1).double().cpu()
     finally:

@@ -23,6 +23,7 @@ from scalinglab.errors import UserError
 from scalinglab.model.gpt import GPT, GPTConfig
 from scalinglab.model.parametrization import ParametrizationConfig, init_weights, param_groups
 from scalinglab.training import distributed
+from scalinglab.training.adamw import AdamW
 from scalinglab.training.schedule import Schedule
 
 # a field's JSON type, by its annotation (the module's annotations are strings)
@@ -203,16 +204,17 @@ def build_model(spec: RunSpec | dict, device: torch.device) -> GPT:
     return model.to(device)
 
 
-def build_optimizer(model: GPT, spec: RunSpec | dict,
-                    device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: GPT, spec: RunSpec | dict, device: torch.device):
+    """AdamW over the parametrization's groups: torch's fused kernel on CUDA, on CPU the
+    same update without torch.optim's import cost (`training.adamw`); both save one layout."""
     spec = RunSpec.of(spec)
     train = spec.training
     pcfg = ParametrizationConfig(**spec.parametrization)
     groups = param_groups(model, pcfg, train["lr"], train["weight_decay"])
-    return torch.optim.AdamW(
-        groups, lr=train["lr"], betas=(train["beta1"], train["beta2"]),
-        fused=device.type == "cuda",
-    )
+    betas = (train["beta1"], train["beta2"])
+    if device.type == "cuda":
+        return torch.optim.AdamW(groups, lr=train["lr"], betas=betas, fused=True)
+    return AdamW(groups, lr=train["lr"], betas=betas)
 
 
 def make_schedule(spec: RunSpec | dict, total_steps: int, decay_start: int | None,
