@@ -164,7 +164,9 @@ def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_sign
     FLOPs / throughput, its memory that of its model, and it asks for one GPU of the model and
     for the preemption signal."""
     device = tmp_path / "device.yaml"
-    device.write_text(f"training: {{device: cuda}}\nresources: {{flops_per_second: {SLOW}}}\n")
+    # a GPU cluster: a job per branch
+    device.write_text(f"training: {{device: cuda}}\nresources: {{flops_per_second: {SLOW}, "
+                      "branch_jobs: branch}\n")
     configs = [str(REPO / "workflow/configs/full.yaml"),
                str(REPO / "workflow/configs/hparams.yaml"),
                str(REPO / "workflow/configs/variants.yaml"), str(device)]
@@ -226,7 +228,8 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
         for body in text.split("rule:\n")[1:]:
             if not re.search(r"python -m scalinglab train (stable|branch) ", body):
                 continue
-            name = re.match(r"\s+name:\n\s+f\"(\w+)\{group\.name\}\"", body)
+            # (the one-job-per-series branch rule is also numbered by its set of labels)
+            name = re.match(r"\s+name:\n\s+f\"(\w+)\{group\.name\}(?:_\{index\})?\"", body)
             assert name, path.name  # a rule in a loop is named after its training group
             assert re.search(r"python -m scalinglab train (stable|branch) ", body)
             found[name.group(1)] = path.name
@@ -237,18 +240,57 @@ def test_every_rule_that_trains_takes_its_resources_from_one_factory():
             assert len(block.strip().splitlines()) == 1, block
         if path.name != "train.smk":
             assert not re.search(r"python -m scalinglab train (stable|branch) ", text), path
-    assert found == {"train_stable_": "train.smk", "decay_branch_": "train.smk"}
+    assert found == {"train_stable_": "train.smk", "decay_branch_": "train.smk",
+                     "decay_branches_": "train.smk"}
 
 
 def test_every_phase_trains_through_the_shared_rules(tmp_path):
     """With every phase on, the shared definitions give each phase's rules (by group name)."""
     configs = [str(REPO / "workflow/configs" / name)
                for name in ("full.yaml", "hparams.yaml", "variants.yaml")]
-    result = snakemake(tmp_path, "--list-rules", "--configfile", *configs)
+    branch = tmp_path / "branch.yaml"
+    branch.write_text("resources:\n  branch_jobs: branch\n")
+    result = snakemake(tmp_path, "--list-rules", "--configfile", *configs, str(branch))
     assert result.returncode == 0, result.stderr[-3000:]
     rules = set(result.stdout.split())
     assert {r for r in rules if r.startswith(("train_stable", "decay_branch"))} == TRAINING_RULES
 
+    # config.yaml's one job per series: a rule per set of trained labels replaces each group's
+    # branch rule, but for the refinement round, whose series are planned while the DAG runs
+    result = snakemake(tmp_path, "--list-rules", "--configfile", *configs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = set(result.stdout.split())
+    per_series = {r for r in rules if r.startswith("decay_branches_")}
+    branch_rules = {r for r in TRAINING_RULES if r.startswith("decay_branch_")}
+    assert {r for r in rules if r.startswith("decay_branch_")} == {"decay_branch_isoflop_r1"}
+    assert {re.sub(r"_\d+$", "", r).replace("branches", "branch") for r in per_series} == \
+        branch_rules - {"decay_branch_isoflop_r1"}
+
 
 def test_a_data_parallel_job_holds_the_memory_once_per_process():
     assert train_mem_mb(2**20, processes=2) == 2 * train_mem_mb(2**20)
+
+
+def test_a_job_that_decays_a_series_branches_asks_for_their_summed_flops():
+    import pandas as pd
+
+    from scalinglab.phases.base import JobResources, TrainingGroup
+
+    spec = {**tiny_spec(branches=((16, 20, "C1"), (24, 30, "C2"))), "flops_per_token": 2.0e+9,
+            "N_total": 3_000_000}
+    table = pd.DataFrame({"series_id": ["s", "s", "t"], "label": ["C1", "C2", "C1"],
+                          "reason": ["", "", ""]})
+    group = TrainingGroup("g", "runs", "specs", table, {"s": spec, "t": spec})
+    assert group.branch_batches() == [(["C1", "C2"], ["s"]), (["C1"], ["t"])]
+    slow = TrainingResources(SLOW, 3.0, "cuda")
+
+    class Wildcards:
+        series = "s"
+        label = "C1"
+
+    one = JobResources.of(slow, group, branch=True)
+    both = JobResources.of(slow, group, branch=True, labels=["C1", "C2"])
+    flops = training_job(spec, "C1").flops + training_job(spec, "C2").flops
+    runtime = both.runtime(Wildcards, None, 1)
+    assert runtime == slow.runtime(TrainingJob(flops, training_job(spec, "C1").n_total))
+    assert runtime > one.runtime(Wildcards, None, 1) > MIN_RUNTIME_MINUTES

@@ -81,6 +81,30 @@ def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
     assert not (tmp_path / "C2" / "resume.pt").exists()
 
 
+def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(tokens, tmp_path):
+    # resources.branch_jobs: series, against a job per branch: the same curves, to the bit
+    spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    checkpoints = [tmp_path / "stable" / f"branch-{label}.pt" for label in ("C1", "C2")]
+    for label, checkpoint in zip(("C1", "C2"), checkpoints, strict=True):
+        jobs.decay_branch(spec_path, label, checkpoint, tokens, tmp_path / "one" / label)
+    jobs.decay_branch(spec_path, ["C1", "C2"], checkpoints, tokens,
+                      [tmp_path / "together" / label for label in ("C1", "C2")])
+    for label in ("C1", "C2"):
+        alone = read_metrics(tmp_path / "one" / label / "metrics.jsonl")
+        together = read_metrics(tmp_path / "together" / label / "metrics.jsonl")
+        assert [(r["step"], r["val_loss"], r["train_loss"]) for r in together] == \
+            [(r["step"], r["val_loss"], r["train_loss"]) for r in alone]
+        record = json.loads((tmp_path / "together" / label / "run.json").read_text())
+        assert record["label"] == label and record["final_val_loss"] == alone[-1]["val_loss"]
+    with pytest.raises(UserError, match="2 branch labels need as many checkpoints"):
+        jobs.decay_branch(spec_path, ["C1", "C2"], checkpoints[:1], tokens, [tmp_path / "x"])
+    with pytest.raises(UserError, match="'C9' is not in"):
+        jobs.decay_branch(spec_path, ["C1", "C9"], checkpoints, tokens,
+                          [tmp_path / "y1", tmp_path / "y2"])
+    assert not (tmp_path / "y1").exists()  # a bad label stops the job before any branch trains
+
 def test_run_json_records_when_the_job_ran_and_its_peak_memory(tokens, tmp_path):
     spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
     before = time.time()

@@ -30,7 +30,12 @@ def test_dry_run_plans_one_stable_job_per_size_and_one_branch_per_run(tmp_path):
     series = len(trained_series(table))
     assert series >= 5
     assert counts["train_stable_isoflop"] == series
-    assert counts["decay_branch_isoflop"] == len(trained_runs(table))
+    # resources.branch_jobs: series, one job per series, a rule per set of trained labels
+    assert cfg.resources.branch_jobs == "series" and "decay_branch_isoflop" not in counts
+    batches = {rule: n for rule, n in counts.items() if rule.startswith("decay_branches_isoflop")}
+    assert sum(batches.values()) == series
+    labels = trained_runs(table).groupby("series_id")["label"].apply(tuple)
+    assert len(batches) == labels.nunique() > 1
     assert counts["write_spec"] == series + 2
     for rule in ("prepare_corpus", "train_tokenizer", "encode_corpus", "plan_study",
                  "collect_metrics", "fit_isoflop", "plot_loss_curves", "plot_isoflop",
@@ -53,7 +58,9 @@ def test_smoke_study_end_to_end(tmp_path):
     # one noise seed: the checkpoint plans round 1 (a repeat of each optimum's nearest size)
     rounds = tmp_path / "rounds.yaml"
     # and two budgets that train nothing: the schedule law predicts their branches
-    rounds.write_text("isoflop:\n  noise_seeds: 1\n  predicted_budgets: [5.3e+9, 9.2e+9]\n")
+    rounds.write_text("isoflop:\n  noise_seeds: 1\n  predicted_budgets: [5.3e+9, 9.2e+9]\n"
+                      # one job decays each series' branches (round 1's keep a job each)
+                      "resources:\n  branch_jobs: series\n")
     config = str(REPO / "tests" / "smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config, str(rounds))
     assert result.returncode == 0, result.stderr[-4000:]
@@ -70,6 +77,9 @@ def test_smoke_study_end_to_end(tmp_path):
     runs = runs[runs["loss_source"] == "trained"]
     first = runs[runs["round"] == 0]
     assert sorted(first["run_id"]) == sorted(expected["run_id"])
+    # round 0's branches were decayed by one job per series
+    logs = tmp_path / "results" / "logs" / "decay_branches_isoflop"
+    assert sorted(p.stem for p in logs.glob("*.log")) == sorted(expected["series_id"].unique())
     repeats = runs[runs["round"] == 1]
     assert len(repeats) >= 3 and (repeats["seed"] == cfg.seed + 1).all()
     assert repeats["run_id"].str.contains("-s1_").all()

@@ -2,7 +2,9 @@
 # rule's outputs are one checkpoint per branch label, the labels are each phase's own, and
 # Snakemake must name every output before the job runs. So each TrainingGroup of the phase
 # registry (scalinglab.phases) instantiates these two definitions under rule names of its own
-# (`name:`), the wildcards constrained to its series and labels.
+# (`name:`), the wildcards constrained to its series and labels. With resources.branch_jobs:
+# series, the branch definition is instead instantiated once per set of trained labels (its
+# outputs must be named before the job runs too), and each job decays a series' branches.
 from scalinglab.phases.base import TOKENS_DIR
 
 for group in TRAINING_GROUPS:
@@ -46,8 +48,61 @@ for group in TRAINING_GROUPS:
             " --out-dir {params.out_dir} --threads {threads}"
             " --processes {resources.processes} > {log} 2>&1"
 
+    # resources.branch_jobs: series, one job decays a series' branches in turn. A rule per set
+    # of trained labels, so that its outputs are exactly its series' branches
+    batches = (
+        group.branch_batches() if STUDY.resources.branch_jobs == "series" else []
+    )
+    for index, (labels, series) in enumerate(batches):
+        batch_job = JobResources.of(
+            TRAINING_RESOURCES, group, branch=True, labels=labels
+        )
+
+        rule:
+            name:
+                f"decay_branches_{group.name}_{index}"
+            input:
+                spec=group.spec_file("{series}"),
+                checkpoints=[
+                    f"{group.runs_dir}/{{series}}/stable/branch-{label}.pt"
+                    for label in labels
+                ],
+                train=f"{TOKENS_DIR}/train.bin",
+                val=f"{TOKENS_DIR}/val.bin",
+                meta=f"{TOKENS_DIR}/meta.json",
+            output:
+                metrics=[
+                    f"{group.runs_dir}/{{series}}/{label}/metrics.jsonl"
+                    for label in labels
+                ],
+                run=[
+                    f"{group.runs_dir}/{{series}}/{label}/run.json" for label in labels
+                ],
+            log:
+                f"results/logs/decay_branches_{group.name}/{{series}}.log",
+            benchmark:
+                f"results/benchmarks/decay_branches_{group.name}/{{series}}.tsv"
+            wildcard_constraints:
+                series=one_of(series),
+            conda:
+                "../envs/scalinglab.yaml"
+            threads: threads
+            resources:
+                **batch_job.directive(),
+            params:
+                labels=labels,
+                data_dir=subpath(input.meta, parent=True),
+                out_dirs=lambda wildcards, output: [
+                    os.path.dirname(path) for path in output.run
+                ],
+            shell:
+                "python -m scalinglab train branch --spec {input.spec} --label {params.labels}"
+                " --checkpoint {input.checkpoints} --data-dir {params.data_dir}"
+                " --out-dir {params.out_dirs} --threads {threads}"
+                " --processes {resources.processes} > {log} 2>&1"
+
     # the critical-batch runs are the measurement: their stable runs have no branch
-    if group.decays:
+    if group.decays and not batches:
 
         rule:
             name:

@@ -1,8 +1,9 @@
 """`scalinglab train stable|branch`: the two training jobs that every phase's runs go through.
 
 `stable` trains a series' warmup and stable phase, saving a checkpoint at each branch point;
-`branch` decays one branch from its checkpoint (`scalinglab.training.jobs`, imported inside
-the handlers: it imports torch). With `--processes K > 1` the verb re-runs itself under torchrun.
+`branch` decays one branch from its checkpoint, or several of a series in turn, each from its own
+(`scalinglab.training.jobs`, imported inside the handlers: it imports torch). With
+`--processes K > 1` the verb re-runs itself under torchrun.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def _branch(args) -> None:
                  threads=args.threads)
 
 
-def _job_arguments(p) -> None:
+def _job_arguments(p, many: bool = False) -> None:
     p.add_argument("--spec", required=True, help="the series' spec (results/specs/.../*.json)")
     p.add_argument("--data-dir", required=True,
                    help="folder with train.bin, val.bin and meta.json (data encode)")
-    p.add_argument("--out-dir", required=True,
-                   help="folder to write metrics.jsonl, run.json and the checkpoints to")
+    p.add_argument("--out-dir", required=True, nargs="+" if many else None,
+                   help="folder to write metrics.jsonl, run.json and the checkpoints to"
+                   + (" (one per --label)" if many else ""))
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     p.add_argument("--processes", type=int, default=1,
                    help="data-parallel processes: more than 1 starts them with torchrun "
@@ -64,9 +66,11 @@ def register(sub) -> None:
                      "warmup + stable phase of one series, with a checkpoint per branch point")
     _job_arguments(p)
 
-    p = grammar.verb(train, "branch", _branch, "decay one branch from its stable checkpoint")
-    _job_arguments(p)
-    p.add_argument("--label", required=True,
-                   help="the branch's label in the spec (e.g. its token-budget fraction)")
-    p.add_argument("--checkpoint", required=True,
-                   help="the stable run's checkpoint at this branch point")
+    p = grammar.verb(train, "branch", _branch,
+                     "decay one branch from its stable checkpoint (or several, in turn)")
+    _job_arguments(p, many=True)
+    p.add_argument("--label", required=True, nargs="+",
+                   help="the branch's label in the spec (e.g. its token-budget fraction); "
+                   "several: one process decays each in turn")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="the stable run's checkpoint at this branch point (one per --label)")

@@ -24,7 +24,7 @@ from inspect import signature
 
 import pandas as pd
 
-from scalinglab.training.resources import TrainingResources, training_job
+from scalinglab.training.resources import TrainingJob, TrainingResources, training_job
 from scalinglab.training.spec import RunSpec
 
 TOKENS_DIR = "results/data/tokens"
@@ -47,7 +47,8 @@ def trained(table: pd.DataFrame) -> pd.DataFrame:
 class TrainingGroup:
     """Series that the shared training rules train under one rule name each.
 
-    `name` names the rules (`train_stable_<name>`, `decay_branch_<name>`) and their logs.
+    `name` names the rules (`train_stable_<name>`, `decay_branch_<name>`, or with
+    `resources.branch_jobs: series` `decay_branches_<name>_<k>`) and their logs.
     `specs` maps series id -> spec dict, written by the shared `write_spec` rule from params (an
     edited config reruns exactly the runs whose spec changed); `None` when a job of the phase
     writes the spec (the validation run's comes from the recipe). `decays=False`: the stable
@@ -101,6 +102,18 @@ class TrainingGroup:
     def stable_run_jsons(self, wildcards=None) -> list[str]:
         return [f"{self.run_dir(sid)}/run.json" for sid in self.series]
 
+    def branch_batches(self) -> list[tuple[list[str], list[str]]]:
+        """(labels, series): the series that decay the same trained labels, each list in plan
+        order. One branch rule per pair trains a series' branches in one job
+        (`resources.branch_jobs: series`), and its outputs are exactly those branches'."""
+        if self.dynamic or not self.decays:
+            return []
+        rows = trained(self.table)
+        by_labels: dict[tuple[str, ...], list[str]] = {}
+        for sid, labels in rows.groupby("series_id", sort=True)["label"]:
+            by_labels.setdefault(tuple(labels), []).append(sid)
+        return [(list(labels), series) for labels, series in by_labels.items()]
+
     def branch_run_jsons(self, wildcards=None) -> list[str]:
         if not self.decays:
             return []
@@ -117,14 +130,16 @@ class JobResources:
     settings: TrainingResources
     group: TrainingGroup
     branch: bool = False
+    # a job that decays these branches in turn (`resources.branch_jobs: series`), not one
+    labels: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, settings: TrainingResources, group: TrainingGroup,
-           branch: bool = False) -> JobResources:
+           branch: bool = False, labels=()) -> JobResources:
         if not group.data_parallel:
             settings = TrainingResources(settings.flops_per_second, settings.margin,
                                          settings.device, settings.requested_gpu_model, 1)
-        return cls(settings, group, branch)
+        return cls(settings, group, branch, tuple(labels))
 
     def _job(self, wildcards, input):
         if self.group.specs is None:  # a spec that a job writes: read it once it exists
@@ -132,6 +147,9 @@ class JobResources:
                 spec = json.load(f)
         else:
             spec = self.group.spec(wildcards)
+        if self.labels:
+            jobs = [training_job(spec, label) for label in self.labels]
+            return TrainingJob(sum(job.flops for job in jobs), jobs[0].n_total)
         return training_job(spec, wildcards.label if self.branch else None)
 
     def runtime(self, wildcards, input, attempt):

@@ -184,22 +184,34 @@ def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) 
         shutil.rmtree(pending, ignore_errors=True)
 
 
-def decay_branch(spec_path, label: str, checkpoint_path, data_dir, out_dir,
+def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
                  threads: int = 1) -> None:
-    """Load the stable run's checkpoint for `label` and decay to that budget's token count."""
+    """Load the stable run's checkpoint for `label` and decay to that budget's token count.
+
+    `label`, `checkpoint_path` and `out_dir` may be equal-length lists: the branches are then
+    decayed in turn in this one process, each from its own checkpoint with a trainer of its
+    own, so each writes what its own job would (`resources.branch_jobs: series`)."""
+    labels, checkpoints, out_dirs = ([x] if isinstance(x, str | Path) else list(x)
+                                     for x in (label, checkpoint_path, out_dir))
+    if not len(labels) == len(checkpoints) == len(out_dirs):
+        raise UserError(f"{len(labels)} branch labels need as many checkpoints and output "
+                        f"folders, got {len(checkpoints)} and {len(out_dirs)}")
     spec, data_dir, device, world = _setup(spec_path, data_dir, threads)
     try:
-        branch = spec.branch(label)
-        if branch is None:
-            raise UserError(f"branch label {label!r} is not in {spec_path} "
-                            f"(known: {', '.join(b.label for b in spec.branches)})")
-        trainer = Trainer(spec, data_dir, device, world)
-        live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {label}")
-        try:
-            _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir), live)
-        finally:
-            if live is not None:
-                live.close()
+        branches = [spec.branch(name) for name in labels]
+        for name, branch in zip(labels, branches, strict=True):
+            if branch is None:
+                raise UserError(f"branch label {name!r} is not in {spec_path} "
+                                f"(known: {', '.join(b.label for b in spec.branches)})")
+        for branch, checkpoint_path, out_dir in zip(branches, checkpoints, out_dirs,
+                                                    strict=True):
+            trainer = Trainer(spec, data_dir, device, world)
+            live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {branch.label}")
+            try:
+                _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir), live)
+            finally:
+                if live is not None:
+                    live.close()
         _leave_together(world)
     finally:
         distributed.stop(world)
