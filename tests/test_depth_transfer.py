@@ -196,7 +196,9 @@ def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     assert runs == 2 * 3 * 6 * 2  # {muP, CompleteP} x depths 2, 4, 8 x 6 LRs x 2 seeds
     assert counts["write_spec"] == runs + 1  # and the corpus spec
     assert counts["train_stable_depth_transfer"] == runs
-    assert counts["decay_branch_depth_transfer"] == runs
+    # config.yaml's resources.branch_jobs: series, one job per series (a run has one branch)
+    assert sum(n for rule, n in counts.items()
+               if rule.startswith("decay_branches_depth_transfer_")) == runs
     assert counts["fit_depth_transfer"] == 1
     assert "train_stable_isoflop" not in counts and "train_stable_lr_transfer" not in counts
 

@@ -263,7 +263,9 @@ def test_dry_run_plans_two_jobs_per_run_and_one_fit(tmp_path):
     assert runs == 2 * 3 * 5  # the default grid: {sp, muP} x 3 widths x 5 LRs
     assert counts["write_spec"] == runs + 1  # and the corpus spec
     assert counts["train_stable_lr_transfer"] == runs
-    assert counts["decay_branch_lr_transfer"] == runs
+    # config.yaml's resources.branch_jobs: series, one job per series (a run has one branch)
+    assert sum(n for rule, n in counts.items()
+               if rule.startswith("decay_branches_lr_transfer_")) == runs
     assert counts["fit_lr_transfer"] == 1
     # only what it needs
     assert "train_stable_isoflop" not in counts and "coord_check" not in counts

@@ -105,6 +105,25 @@ def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(toke
                           [tmp_path / "y1", tmp_path / "y2"])
     assert not (tmp_path / "y1").exists()  # a bad label stops the job before any branch trains
 
+def test_a_signal_while_a_branch_writes_its_outputs_stops_the_job_before_the_next(
+        tokens, tmp_path, monkeypatch):
+    spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    decay = jobs._decay_branch
+
+    def signalled(*args, **kwargs):  # SLURM's warning arrives as C1 finishes its outputs
+        decay(*args, **kwargs)
+        return signal.SIGUSR1
+
+    monkeypatch.setattr(jobs, "_decay_branch", signalled)
+    with pytest.raises(SystemExit) as stopped:
+        jobs.decay_branch(spec_path, ["C1", "C2"],
+                          [tmp_path / "stable" / f"branch-{label}.pt" for label in ("C1", "C2")],
+                          tokens, [tmp_path / label for label in ("C1", "C2")])
+    assert stopped.value.code == EXIT_PREEMPTED
+    assert (tmp_path / "C1" / "run.json").exists() and not (tmp_path / "C2").exists()
+
 def test_run_json_records_when_the_job_ran_and_its_peak_memory(tokens, tmp_path):
     spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
     before = time.time()

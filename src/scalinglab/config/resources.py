@@ -43,8 +43,10 @@ class ResourcesConfig:
                          "each started from its own checkpoint exactly as its own job would, "
                          "which spares every branch the start of Python and torch (about 2 s, "
                          "a third of a short branch on a 2-core CPU). Only for series planned "
-                         "before the run (a refinement round's branches keep a job each). "
-                         "Hardware, not study: changing it retrains nothing",
+                         "before the run (a refinement round's branches keep a job each); on a "
+                         "cluster set branch (docs/slurm.md). The outputs are the same files, "
+                         "but switching reruns the branches once (--rerun-triggers mtime keeps "
+                         "them)",
                   "choices": BRANCH_JOBS},
     )
 

@@ -10,7 +10,9 @@ runs `plan_round`, which reads the fit and plans round 1:
   for. A new size trains a stable run plus a branch per budget, as the first round's sizes do,
   but only up to the largest budget that asked for it: the stable run's length is set by its
   last budget, and a budget above every asker has its interval already, so a run there would
-  be the round's most costly and least needed one.
+  be the round's most costly and least needed one. (So a later round does not extend it: a
+  pool size is trained once.) A size none of whose askers it can train (too few steps, too many
+  tokens per parameter) gives its place to the next.
 - **noise seeds** (round 1 only): the trained run nearest each budget's N_opt is repeated with
   `isoflop.noise_seeds` other seeds (init and data order). One repeat series per (size, seed)
   trains only the branches of the budgets that size is nearest for, so it stops at the last.
@@ -81,12 +83,14 @@ def choose_sizes(cfg: StudyConfig, needs: list[dict], used: set[str]) -> list[Si
 
     `used`: size labels already trained (any round); a pool size is never trained twice.
     """
-    return [size for size, _ in chosen_with_askers(cfg, needs, used)]
+    return [size for size, _ in ranked_with_askers(cfg, needs, used)[
+        : cfg.adaptive.max_new_sizes]]
 
 
-def chosen_with_askers(cfg: StudyConfig, needs: list[dict],
+def ranked_with_askers(cfg: StudyConfig, needs: list[dict],
                        used: set[str]) -> list[tuple[SizeConfig, list[float]]]:
-    """`choose_sizes`, each size with the budgets C whose needs picked it."""
+    """Every pool size some need picked, in `choose_sizes`' order, each with the budgets C whose
+    needs picked it."""
     pool = [(size, math.log(size_n(cfg, size))) for size in cfg.adaptive.sizes
             if study.size_label(size) not in used]
     votes: dict[str, list] = {}
@@ -106,7 +110,7 @@ def chosen_with_askers(cfg: StudyConfig, needs: list[dict],
         entry[4].append(need["C"])
     # a budget without a located minimum first, then the sizes most budgets asked for
     ranked = sorted(votes.values(), key=lambda v: (-v[1], -v[2], v[3]))
-    return [(size, askers) for size, _, _, _, askers in ranked[: cfg.adaptive.max_new_sizes]]
+    return [(size, askers) for size, _, _, _, askers in ranked]
 
 
 def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[str]]:
@@ -138,11 +142,17 @@ def plan_round(cfg: StudyConfig, fit: dict, runs: pd.DataFrame, round_: int,
         used = {study.size_label(SizeConfig(int(r.n_layer), int(r.n_embd), int(r.n_head)))
                 for r in runs.itertuples()}
         needs = budget_needs(fit, cfg.adaptive.max_interval_ratio)
-        for size, askers in chosen_with_askers(cfg, needs, used):
+        added = 0
+        for size, askers in ranked_with_askers(cfg, needs, used):
+            if added == cfg.adaptive.max_new_sizes:
+                break
             table = study.plan_sizes(cfg, [size], round_=round_)
             table.loc[(table["C"] > max(askers) * (1 + 1e-9)) & (table["reason"] == ""),
                       "reason"] = ABOVE_ASKERS
+            if study.trained_runs(table).empty:
+                continue  # every budget that asked for it is out of its reach: the next size
             parts.append(study.with_stable_steps(table))
+            added += 1
     if round_ == 1:
         for key, labels in nearest_runs(fit, runs, cfg.seed).items():
             size = SizeConfig(*key)

@@ -39,7 +39,7 @@ from scalinglab.training.spec import (
     make_schedule,
     read_spec,
 )
-from scalinglab.training.trainer import StopRequest, Trainer
+from scalinglab.training.trainer import EXIT_PREEMPTED, StopRequest, Trainer
 
 RESUME_FILE = "resume.pt"
 
@@ -203,22 +203,36 @@ def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
             if branch is None:
                 raise UserError(f"branch label {name!r} is not in {spec_path} "
                                 f"(known: {', '.join(b.label for b in spec.branches)})")
-        for branch, checkpoint_path, out_dir in zip(branches, checkpoints, out_dirs,
-                                                    strict=True):
-            trainer = Trainer(spec, data_dir, device, world)
-            live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {branch.label}")
-            try:
-                _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir), live)
-            finally:
-                if live is not None:
-                    live.close()
+        late = None
+        # a signal between two branches (or while one wrote its outputs) stops the job before
+        # the next, as it would stop a branch's training: SLURM's warning is not lost
+        with StopRequest() as between:
+            for index, (branch, checkpoint_path, out_dir) in enumerate(
+                    zip(branches, checkpoints, out_dirs, strict=True)):
+                if index and world.any(between.requested is not None or late is not None):
+                    if world.is_main:
+                        print(f"signal {between.requested or late}: branches "
+                              f"{', '.join(labels[index:])} not started; exiting so the job "
+                              "is retried", file=sys.stderr)
+                    raise SystemExit(EXIT_PREEMPTED)
+                trainer = Trainer(spec, data_dir, device, world)
+                live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {branch.label}")
+                try:
+                    late = _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir),
+                                         live)
+                finally:
+                    if live is not None:
+                        live.close()
+                del trainer  # one model at a time: the next branch's is built from scratch
         _leave_together(world)
     finally:
         distributed.stop(world)
 
 
 def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, out_dir: Path,
-                  live: LiveLog | None = None) -> None:
+                  live: LiveLog | None = None) -> int | None:
+    """Decay one branch and write its outputs; the signal that came while they were written,
+    if one did (training itself stops on a signal, saving resume.pt)."""
     spec, label = trainer.spec, branch.label
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
@@ -233,14 +247,16 @@ def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, o
                                  shape=branch.decay_shape)
         trainer.run(schedule, branch.total_steps, resume_path=resume_path,
                     desc=f"{spec.series_id} {label}", live=live)
-    with StopRequest():  # as in train_stable: finish the outputs once training is done
+    # as in train_stable: finish the outputs once training is done; a signal meanwhile is
+    # returned, so that a job with more branches to go stops before the next one
+    with StopRequest() as finishing:
         if trainer.divergence is None:
             final = trainer.metrics[-1] if trainer.metrics else {"val_loss": trainer.evaluate()}
             final_loss = final["val_loss"]
         else:  # a failed point has no loss to fit: null, whatever the last eval measured
             final_loss = None
         if not trainer.world.is_main:
-            return
+            return finishing.requested
         if trainer.divergence is not None:
             print(f"warning: run {branch.run_id} diverged at step "
                   f"{trainer.divergence['step']} ({trainer.divergence['reason']})",
@@ -253,3 +269,4 @@ def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, o
         if live is not None:
             live.finish()
         resume_path.unlink(missing_ok=True)
+    return finishing.requested
