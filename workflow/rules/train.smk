@@ -35,6 +35,9 @@ for group in TRAINING_GROUPS:
             f"results/benchmarks/train_stable_{group.name}/{{series}}.tsv"
         wildcard_constraints:
             series=group.series_constraint,
+        # stable runs before branches: a stable run is a round's longest job and the only way
+        # to its branches, so one started last leaves a core idle while it and its branches end
+        priority: 1
         conda:
             "../envs/scalinglab.yaml"
         threads: threads
