@@ -131,6 +131,14 @@ def nearest_runs(fit: dict, runs: pd.DataFrame, seed: int) -> dict[tuple, list[s
     return chosen
 
 
+def _leave_out(table: pd.DataFrame, rows, reason: str) -> pd.DataFrame:
+    """`table` with the `rows` still trained left out for `reason`, its stable runs shortened
+    to the branches that remain."""
+    table = table.copy()
+    table.loc[rows & (table["reason"] == ""), "reason"] = reason
+    return study.with_stable_steps(table)
+
+
 def plan_round(cfg: StudyConfig, fit: dict, runs: pd.DataFrame, round_: int,
                train_tokens: int) -> pd.DataFrame:
     """The run table of refinement round `round_` (>= 1), from the fit of the rounds before and
@@ -147,20 +155,17 @@ def plan_round(cfg: StudyConfig, fit: dict, runs: pd.DataFrame, round_: int,
             if added == cfg.adaptive.max_new_sizes:
                 break
             table = study.plan_sizes(cfg, [size], round_=round_)
-            table.loc[(table["C"] > max(askers) * (1 + 1e-9)) & (table["reason"] == ""),
-                      "reason"] = ABOVE_ASKERS
+            table = _leave_out(table, table["C"] > max(askers) * (1 + 1e-9), ABOVE_ASKERS)
             if study.trained_runs(table).empty:
                 continue  # every budget that asked for it is out of its reach: the next size
-            parts.append(study.with_stable_steps(table))
+            parts.append(table)
             added += 1
     if round_ == 1:
         for key, labels in nearest_runs(fit, runs, cfg.seed).items():
             size = SizeConfig(*key)
             for k in range(1, cfg.isoflop.noise_seeds + 1):
                 table = study.plan_sizes(cfg, [size], seed=cfg.seed + k, round_=round_)
-                table.loc[~table["label"].isin(labels) & (table["reason"] == ""),
-                          "reason"] = NOT_NEAREST
-                parts.append(study.with_stable_steps(table))
+                parts.append(_leave_out(table, ~table["label"].isin(labels), NOT_NEAREST))
     if not parts:
         return pd.DataFrame(columns=study.plan_sizes(cfg, cfg.model.sizes[:1]).columns)
     table = pd.concat(parts, ignore_index=True)
