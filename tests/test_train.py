@@ -105,6 +105,26 @@ def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(toke
                           [tmp_path / "y1", tmp_path / "y2"])
     assert not (tmp_path / "y1").exists()  # a bad label stops the job before any branch trains
 
+
+def test_a_job_over_a_planned_series_writes_placeholders_for_the_branches_it_leaves_out(
+        tokens, tmp_path):
+    # a refinement round's rule names every label; the plan trains C2 only
+    spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
+    spec["branches"][0]["trained"] = False
+    spec_path = write_spec(tmp_path / "spec.json", spec)
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    checkpoints = [tmp_path / "stable" / f"branch-{label}.pt" for label in ("C1", "C2")]
+    jobs.decay_branch(spec_path, "C2", checkpoints[1], tokens, tmp_path / "alone")
+    jobs.decay_branch(spec_path, ["C1", "C2"], checkpoints, tokens,
+                      [tmp_path / label for label in ("C1", "C2")], skip_untrained=True)
+    curves = [[(r["step"], r["val_loss"], r["train_loss"]) for r in read_metrics(path)]
+              for path in (tmp_path / "C2" / "metrics.jsonl", tmp_path / "alone" / "metrics.jsonl")]
+    assert curves[0] == curves[1] and len(curves[0]) == 3
+    left_out = json.loads((tmp_path / "C1" / "run.json").read_text())
+    assert left_out["trained"] is False and left_out["run_id"].endswith("C1")
+    assert "final_val_loss" not in left_out  # nothing a fit could take for a loss
+    assert (tmp_path / "C1" / "metrics.jsonl").read_text() == ""
+
 def test_a_signal_while_a_branch_writes_its_outputs_stops_the_job_before_the_next(
         tokens, tmp_path, monkeypatch):
     spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))

@@ -59,7 +59,7 @@ def test_smoke_study_end_to_end(tmp_path):
     rounds = tmp_path / "rounds.yaml"
     # and two budgets that train nothing: the schedule law predicts their branches
     rounds.write_text("isoflop:\n  noise_seeds: 1\n  predicted_budgets: [5.3e+9, 9.2e+9]\n"
-                      # one job decays each series' branches (round 1's keep a job each)
+                      # one job decays each series' branches, round 1's too
                       "resources:\n  branch_jobs: series\n")
     config = str(REPO / "tests" / "smoke.yaml")
     result = snakemake(tmp_path, "--cores", "2", "--configfile", config, str(rounds))
@@ -83,6 +83,15 @@ def test_smoke_study_end_to_end(tmp_path):
     repeats = runs[runs["round"] == 1]
     assert len(repeats) >= 3 and (repeats["seed"] == cfg.seed + 1).all()
     assert repeats["run_id"].str.contains("-s1_").all()
+    # round 1's series are planned by the checkpoint; one job each decayed theirs, writing
+    # placeholders for the budgets the plan left out, which runs.csv does not take
+    logs = tmp_path / "results" / "logs" / "decay_branches_isoflop_r1"
+    assert sorted(p.stem for p in logs.glob("*.log")) == sorted(repeats["series_id"].unique())
+    for sid in repeats["series_id"].unique():
+        records = [json.loads(p.read_text()) for p in
+                   (tmp_path / "results" / "runs" / "isoflop_r1" / sid).glob("*/run.json")]
+        left_out = {r["run_id"] for r in records if r.get("trained") is False}
+        assert left_out and not left_out & set(runs["run_id"])
     fit = json.loads((tmp_path / "results" / "fits" / "isoflop.json").read_text())
     assert fit["noise"]["sigma"] > 0 and fit["noise"]["points"]
     assert [r["round"] for r in fit["rounds"]] == [0, 1]

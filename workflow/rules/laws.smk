@@ -60,6 +60,7 @@ checkpoint plan_isoflop_round:
 
 
 rule write_round_spec:
+    # in Snakemake's own process (which has the package): no interpreter to start per spec
     input:
         plan=isoflop.round_file("{round}", "plan.csv"),
         spec="results/specs/study.json",
@@ -72,8 +73,7 @@ rule write_round_spec:
     wildcard_constraints:
         round=one_of(str(r) for r in range(1, ISOFLOP_ROUNDS + 1)),
     localrule: True
-    conda:
-        "../envs/scalinglab.yaml"
-    shell:
-        "python -m scalinglab isoflop round-spec --config {input.spec} --plan {input.plan}"
-        " --series {wildcards.series} --out {output} > {log} 2>&1"
+    run:
+        isoflop.write_round_spec(
+            input.spec, input.plan, wildcards.series, output[0], log[0]
+        )

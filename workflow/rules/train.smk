@@ -4,7 +4,9 @@
 # registry (scalinglab.phases) instantiates these two definitions under rule names of its own
 # (`name:`), the wildcards constrained to its series and labels. With resources.branch_jobs:
 # series, the branch definition is instead instantiated once per set of trained labels (its
-# outputs must be named before the job runs too), and each job decays a series' branches.
+# outputs must be named before the job runs too), and each job decays a series' branches; a
+# refinement round's series are planned while the workflow runs, so its one rule names every
+# label and its jobs write placeholders for the branches their plan leaves out.
 from scalinglab.phases.base import TOKENS_DIR
 
 for group in TRAINING_GROUPS:
@@ -56,7 +58,7 @@ for group in TRAINING_GROUPS:
     batches = (
         group.branch_batches() if STUDY.resources.branch_jobs == "series" else []
     )
-    for index, (labels, series) in enumerate(batches):
+    for index, (labels, series_constraint, skip_untrained) in enumerate(batches):
         batch_job = JobResources.of(
             TRAINING_RESOURCES, group, branch=True, labels=labels
         )
@@ -86,7 +88,7 @@ for group in TRAINING_GROUPS:
             benchmark:
                 f"results/benchmarks/decay_branches_{group.name}/{{series}}.tsv"
             wildcard_constraints:
-                series=one_of(series),
+                series=series_constraint,
             conda:
                 "../envs/scalinglab.yaml"
             threads: threads
@@ -94,6 +96,7 @@ for group in TRAINING_GROUPS:
                 **batch_job.directive(),
             params:
                 labels=labels,
+                skip=" --skip-untrained" if skip_untrained else "",
                 data_dir=subpath(input.meta, parent=True),
                 out_dirs=lambda wildcards, output: [
                     os.path.dirname(path) for path in output.run
@@ -102,7 +105,7 @@ for group in TRAINING_GROUPS:
                 "python -m scalinglab train branch --spec {input.spec} --label {params.labels}"
                 " --checkpoint {input.checkpoints} --data-dir {params.data_dir}"
                 " --out-dir {params.out_dirs} --threads {threads}"
-                " --processes {resources.processes} > {log} 2>&1"
+                " --processes {resources.processes}{params.skip} > {log} 2>&1"
 
     # the critical-batch runs are the measurement: their stable runs have no branch
     if group.decays and not batches:

@@ -65,11 +65,9 @@ def _round_plan(args) -> None:
 
 
 def _round_spec(args) -> None:
-    from scalinglab.phases import isoflop_rounds, study
+    from scalinglab.phases import isoflop
 
-    cfg = study_config(args.config)
-    table = isoflop_rounds.read_plan(args.plan)
-    write_json(args.out, study.series_spec(cfg, table, args.series).to_dict())
+    write_json(args.out, isoflop.round_spec(study_config(args.config), args.plan, args.series))
 
 
 def _plot(args) -> None:

@@ -42,7 +42,7 @@ def _branch(args) -> None:
     if _data_parallel(args):
         return
     decay_branch(args.spec, args.label, args.checkpoint, args.data_dir, args.out_dir,
-                 threads=args.threads)
+                 threads=args.threads, skip_untrained=args.skip_untrained)
 
 
 def _job_arguments(p, many: bool = False) -> None:
@@ -74,3 +74,6 @@ def register(sub) -> None:
                    "several: one process decays each in turn")
     p.add_argument("--checkpoint", required=True, nargs="+",
                    help="the stable run's checkpoint at this branch point (one per --label)")
+    p.add_argument("--skip-untrained", action="store_true",
+                   help="write placeholder outputs (run.json with trained: false, an empty "
+                   "metrics.jsonl) for a label the spec leaves out, instead of decaying it")

@@ -21,6 +21,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from inspect import signature
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -41,6 +42,15 @@ def one_of(values) -> str:
 def trained(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of a run table that train (`reason == ""`)."""
     return table if table.empty else table[table["reason"] == ""]
+
+
+class BranchBatch(NamedTuple):
+    """One branch rule of `resources.branch_jobs: series`: its jobs decay `labels` in turn for
+    each series that `series_constraint` matches (`TrainingGroup.branch_batches`)."""
+
+    labels: list[str]
+    series_constraint: str
+    skip_untrained: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,17 +112,21 @@ class TrainingGroup:
     def stable_run_jsons(self, wildcards=None) -> list[str]:
         return [f"{self.run_dir(sid)}/run.json" for sid in self.series]
 
-    def branch_batches(self) -> list[tuple[list[str], list[str]]]:
-        """(labels, series): the series that decay the same trained labels, each list in plan
-        order. One branch rule per pair trains a series' branches in one job
-        (`resources.branch_jobs: series`), and its outputs are exactly those branches'."""
-        if self.dynamic or not self.decays:
+    def branch_batches(self) -> list[BranchBatch]:
+        """The branch rules of `resources.branch_jobs: series`, where one job decays a series'
+        branches. A static group has one per set of trained labels, matching the series that
+        decay exactly those, so that a job's outputs are its branches. A dynamic group's
+        series are planned while the workflow runs: one rule names every label of the group,
+        and its jobs write placeholders for the branches their plan leaves out."""
+        if not self.decays:
             return []
+        if self.dynamic:
+            return [BranchBatch(self.labels, self.series_constraint, skip_untrained=True)]
         rows = trained(self.table)
         by_labels: dict[tuple[str, ...], list[str]] = {}
         for sid, labels in rows.groupby("series_id", sort=True)["label"]:
             by_labels.setdefault(tuple(labels), []).append(sid)
-        return [(list(labels), series) for labels, series in by_labels.items()]
+        return [BranchBatch(list(labels), one_of(series)) for labels, series in by_labels.items()]
 
     def branch_run_jsons(self, wildcards=None) -> list[str]:
         if not self.decays:
@@ -148,8 +162,11 @@ class JobResources:
         else:
             spec = self.group.spec(wildcards)
         if self.labels:
-            jobs = [training_job(spec, label) for label in self.labels]
-            return TrainingJob(sum(job.flops for job in jobs), jobs[0].n_total)
+            # a dynamic group's job names every label; it decays only those its plan trains
+            run = RunSpec.of(spec)
+            jobs = [training_job(run, label) for label in self.labels
+                    if run.branch(label) is not None and run.branch(label).trained]
+            return TrainingJob(sum(job.flops for job in jobs), int(run.N_total))
         return training_job(spec, wildcards.label if self.branch else None)
 
     def runtime(self, wildcards, input, attempt):

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from scalinglab import atomic
+from scalinglab.config import StudyConfig, from_dict
 from scalinglab.phases import isoflop_rounds, study
 from scalinglab.phases.base import Phase, Step, TrainingGroup
 from scalinglab.phases.runs import phase_flops
+from scalinglab.readers import read_json
 
 ROUNDS_DIR = "results/isoflop"
 
@@ -104,6 +107,21 @@ def round_file(r: int, name: str) -> str:
     """A file of round `r`: plan.csv (its checkpoint's), runs.csv, curves.csv, fit.json (the
     fit over rounds 0..r that the next round plans from)."""
     return f"{ROUNDS_DIR}/round{r}/{name}"
+
+
+def round_spec(cfg, plan_path, series: str) -> dict:
+    """The spec of one series of a refinement round, from the plan its checkpoint wrote."""
+    return study.series_spec(cfg, isoflop_rounds.read_plan(plan_path), series).to_dict()
+
+
+def write_round_spec(config_path, plan_path, series: str, out, log) -> None:
+    """`round_spec` from the resolved study config (results/specs/study.json), written to
+    `out`, with a line in `log`. The workflow calls it in its own process: a job per spec would
+    spend 3 s starting Python and importing torch to write one small file, before each stable
+    run of the round."""
+    cfg = from_dict(StudyConfig, read_json(config_path, "config"))
+    atomic.write_json(out, round_spec(cfg, plan_path, series))
+    atomic.write_text(log, f"wrote {out}\n")
 
 
 def previous_round(wildcards) -> dict:

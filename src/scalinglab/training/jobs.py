@@ -185,12 +185,15 @@ def _train_stable(trainer: Trainer, out_dir: Path, live: LiveLog | None = None) 
 
 
 def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
-                 threads: int = 1) -> None:
+                 threads: int = 1, skip_untrained: bool = False) -> None:
     """Load the stable run's checkpoint for `label` and decay to that budget's token count.
 
     `label`, `checkpoint_path` and `out_dir` may be equal-length lists: the branches are then
     decayed in turn in this one process, each from its own checkpoint with a trainer of its
-    own, so each writes what its own job would (`resources.branch_jobs: series`)."""
+    own, so each writes what its own job would (`resources.branch_jobs: series`).
+    `skip_untrained`: a label that the spec leaves out gets placeholder outputs
+    (`write_untrained`) instead of a decay. A job over a series planned while the workflow runs
+    (a refinement round) names every label of its phase, and Snakemake wants them all."""
     labels, checkpoints, out_dirs = ([x] if isinstance(x, str | Path) else list(x)
                                      for x in (label, checkpoint_path, out_dir))
     if not len(labels) == len(checkpoints) == len(out_dirs):
@@ -203,6 +206,14 @@ def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
             if branch is None:
                 raise UserError(f"branch label {name!r} is not in {spec_path} "
                                 f"(known: {', '.join(b.label for b in spec.branches)})")
+        if skip_untrained:
+            untrained = [i for i, branch in enumerate(branches) if not branch.trained]
+            if world.is_main:
+                for i in untrained:
+                    write_untrained(branches[i], Path(out_dirs[i]))
+            labels, branches, checkpoints, out_dirs = (
+                [x for i, x in enumerate(xs) if i not in untrained]
+                for xs in (labels, branches, checkpoints, out_dirs))
         late = None
         # a signal between two branches (or while one wrote its outputs) stops the job before
         # the next, as it would stop a branch's training: SLURM's warning is not lost
@@ -227,6 +238,16 @@ def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
         _leave_together(world)
     finally:
         distributed.stop(world)
+
+
+def write_untrained(branch: BranchSpec, out_dir: Path) -> None:
+    """The outputs of a branch that its plan left out: an empty metrics.jsonl and a run.json
+    that says so (`trained: false`). No fit reads them: the fits take the plan's trained runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out_dir / "metrics.jsonl", "")
+    atomic.write_text(out_dir / "run.json", json.dumps({
+        "kind": "branch", "label": branch.label, "run_id": branch.run_id, "trained": False,
+        "placeholder": "left out of the study table: no job decays it"}, indent=2) + "\n")
 
 
 def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, out_dir: Path,
