@@ -214,6 +214,23 @@ def test_runs_record_their_round_and_the_fit_lists_them(analysed):
     assert "95% interval" in words
 
 
+def test_the_round_checkpoint_writes_a_spec_for_each_series_it_trains(analysed, tmp_path):
+    from scalinglab.phases import isoflop
+
+    cfg, _, second, _, _ = analysed
+    paths = isoflop.write_round_specs(cfg, second, tmp_path / "specs")
+    trained = study.trained_runs(second)
+    assert sorted(p.name for p in (tmp_path / "specs").iterdir()) == sorted(
+        f"{sid}.json" for sid in trained["series_id"].unique())
+    assert len(paths) == trained["series_id"].nunique()
+    for sid, rows in trained.groupby("series_id"):
+        spec = json.loads((tmp_path / "specs" / f"{sid}.json").read_text())
+        assert spec == study.series_spec(cfg, second, sid).to_dict()
+        # the spec trains the plan's branches and only those
+        branches = {b["label"] for b in spec["branches"] if b.get("trained", True)}
+        assert branches == set(rows["label"])
+
+
 def test_an_edge_asks_the_pool_for_a_size_beyond_it():
     cfg = config()
     fit = {"budgets": [

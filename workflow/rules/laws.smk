@@ -43,7 +43,9 @@ checkpoint plan_isoflop_round:
         spec="results/specs/study.json",
         meta=f"{TOKENS_DIR}/meta.json",
     output:
-        isoflop.round_file("{round}", "plan.csv"),
+        plan=isoflop.round_file("{round}", "plan.csv"),
+        # the spec of each series it plans: the round's training rules read them
+        specs=directory(isoflop.round_specs_dir("{round}")),
     log:
         "results/logs/plan_isoflop_round/{round}.log",
     benchmark:
@@ -56,24 +58,4 @@ checkpoint plan_isoflop_round:
     shell:
         "python -m scalinglab isoflop round-plan --config {input.spec} --fit {input.fit}"
         " --runs {input.runs} --meta {input.meta} --round {wildcards.round}"
-        " --out {output} > {log} 2>&1"
-
-
-rule write_round_spec:
-    # in Snakemake's own process (which has the package): no interpreter to start per spec
-    input:
-        plan=isoflop.round_file("{round}", "plan.csv"),
-        spec="results/specs/study.json",
-    output:
-        "results/specs/isoflop_r{round}/{series}.json",
-    log:
-        "results/logs/write_round_spec/{round}/{series}.log",
-    benchmark:
-        "results/benchmarks/write_round_spec/{round}/{series}.tsv"
-    wildcard_constraints:
-        round=one_of(str(r) for r in range(1, ISOFLOP_ROUNDS + 1)),
-    localrule: True
-    run:
-        isoflop.write_round_spec(
-            input.spec, input.plan, wildcards.series, output[0], log[0]
-        )
+        " --out {output.plan} --specs-dir {output.specs} > {log} 2>&1"

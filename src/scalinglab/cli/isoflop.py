@@ -1,12 +1,12 @@
-"""`scalinglab isoflop plan|collect|fit|round-plan|round-spec|plot`: the IsoFLOP phase, the
+"""`scalinglab isoflop plan|collect|fit|round-plan|plot`: the IsoFLOP phase, the
 study's spine.
 
 `plan` expands the study table and checks epochs, `collect` turns the finished runs into
 runs.csv and curves.csv, `fit` writes the phase's analysis (isoflop.json: Method 2 windowed,
 Method 3, the noise floor, the compute saved, the leave-largest-out check), `round-plan` plans a
-refinement round from a fit (the workflow's checkpoint), `round-spec` writes one of its series'
-specs, `plot` draws the phase's figures. The planner, the metrics and the plots are imported
-inside the handlers: they import torch, pandas and matplotlib, which `--help` should not wait for.
+refinement round from a fit and writes its series' specs (the workflow's checkpoint), `plot`
+draws the phase's figures. The planner, the metrics and the plots are imported inside the
+handlers: they import torch, pandas and matplotlib, which `--help` should not wait for.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _fit(args) -> None:
 
 
 def _round_plan(args) -> None:
-    from scalinglab.phases import isoflop_rounds
+    from scalinglab.phases import isoflop, isoflop_rounds
 
     if args.round < 1:
         raise UserError(f"--round {args.round}: refinement rounds count from 1")
@@ -58,16 +58,12 @@ def _round_plan(args) -> None:
     meta = read_json(args.meta, "token metadata")
     table = isoflop_rounds.plan_round(cfg, read_json(args.fit, "fit"), read_table(args.runs),
                                       args.round, int(meta["train_tokens"]))
+    if args.specs_dir:
+        isoflop.write_round_specs(cfg, table, args.specs_dir)
     write_csv(args.out, table)
     trained = table[table["reason"] == ""] if len(table) else table
     print(f"round {args.round}: {trained['series_id'].nunique() if len(trained) else 0} "
           f"series, {len(trained)} branches")
-
-
-def _round_spec(args) -> None:
-    from scalinglab.phases import isoflop
-
-    write_json(args.out, isoflop.round_spec(study_config(args.config), args.plan, args.series))
 
 
 def _plot(args) -> None:
@@ -110,13 +106,8 @@ def register(sub) -> None:
     p.add_argument("--meta", required=True, help="meta.json of the token files (epoch check)")
     p.add_argument("--round", type=int, required=True, help="the round to plan (1, 2, ...)")
     p.add_argument("--out", required=True, help="the round's plan.csv to write")
-
-    p = grammar.verb(isoflop, "round-spec", _round_spec,
-                     "write the spec of one series of a refinement round's plan")
-    grammar.add_config(p)
-    p.add_argument("--plan", required=True, help="the round's plan.csv (isoflop round-plan)")
-    p.add_argument("--series", required=True, help="the series id")
-    p.add_argument("--out", required=True, help="spec JSON to write")
+    p.add_argument("--specs-dir", help="also write the spec of each series the round trains "
+                   "here, as SERIES.json")
 
     p = grammar.verb(isoflop, "plot", _plot, "draw one of the phase's figures")
     p.add_argument("figure", choices=FIGURES,

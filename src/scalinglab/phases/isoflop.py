@@ -4,16 +4,15 @@ refinement rounds (`isoflop_rounds`), each planned by a checkpoint from the fit 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pandas as pd
 
 from scalinglab import atomic
-from scalinglab.config import StudyConfig, from_dict
 from scalinglab.phases import isoflop_rounds, study
 from scalinglab.phases.base import Phase, Step, TrainingGroup
 from scalinglab.phases.runs import phase_flops
-from scalinglab.readers import read_json
 
 ROUNDS_DIR = "results/isoflop"
 
@@ -46,7 +45,7 @@ class Isoflop(Phase):
                                "reason": "planned by the round's checkpoint", "series_id": ""})
         return [first] + [
             TrainingGroup(round_name(r), f"results/runs/{round_name(r)}",
-                          f"results/specs/{round_name(r)}", labels, None, threads=None,
+                          round_specs_dir(r), labels, None, threads=None,
                           plan=round_file(r, "plan.csv"), dynamic=True)
             for r in range(1, isoflop_rounds.round_count(cfg) + 1)
         ]
@@ -103,25 +102,29 @@ def round_name(r: int) -> str:
     return f"isoflop_r{r}"
 
 
+def round_specs_dir(r) -> str:
+    """Where round `r`'s checkpoint writes the spec of each series it plans."""
+    return f"results/specs/{round_name(r)}"
+
+
 def round_file(r: int, name: str) -> str:
     """A file of round `r`: plan.csv (its checkpoint's), runs.csv, curves.csv, fit.json (the
     fit over rounds 0..r that the next round plans from)."""
     return f"{ROUNDS_DIR}/round{r}/{name}"
 
 
-def round_spec(cfg, plan_path, series: str) -> dict:
-    """The spec of one series of a refinement round, from the plan its checkpoint wrote."""
-    return study.series_spec(cfg, isoflop_rounds.read_plan(plan_path), series).to_dict()
-
-
-def write_round_spec(config_path, plan_path, series: str, out, log) -> None:
-    """`round_spec` from the resolved study config (results/specs/study.json), written to
-    `out`, with a line in `log`. The workflow calls it in its own process: a job per spec would
-    spend 3 s starting Python and importing torch to write one small file, before each stable
-    run of the round."""
-    cfg = from_dict(StudyConfig, read_json(config_path, "config"))
-    atomic.write_json(out, round_spec(cfg, plan_path, series))
-    atomic.write_text(log, f"wrote {out}\n")
+def write_round_specs(cfg, table: pd.DataFrame, specs_dir) -> list[str]:
+    """Write the spec of every series a refinement round's plan trains, `{specs_dir}/{series}.json`
+    (the round's TrainingGroup reads them). The round's checkpoint writes them with its plan: a
+    rule per spec would start a job, and Python with it, before each stable run of the round."""
+    os.makedirs(specs_dir, exist_ok=True)
+    trained = study.trained_runs(table) if len(table) else table
+    paths = []
+    for series in sorted(trained["series_id"].unique()) if len(trained) else []:
+        path = os.path.join(specs_dir, f"{series}.json")
+        atomic.write_json(path, study.series_spec(cfg, table, series).to_dict())
+        paths.append(path)
+    return paths
 
 
 def previous_round(wildcards) -> dict:
