@@ -295,3 +295,56 @@ def test_a_job_that_decays_a_series_branches_asks_for_their_summed_flops():
     runtime = both.runtime(Wildcards, None, 1)
     assert runtime == slow.runtime(TrainingJob(flops, training_job(spec, "C1").n_total))
     assert runtime > one.runtime(Wildcards, None, 1) > MIN_RUNTIME_MINUTES
+
+
+def test_a_job_ranks_by_the_flops_that_wait_on_it(tmp_path):
+    """Longest first: a stable run counts its own FLOPs and its branches' (their one job under
+    branch_jobs: series, else the longest), a branch job its own; all below the FIRST of a long
+    analysis step; a job whose spec is not written yet ranks lowest."""
+    import pandas as pd
+
+    import scalinglab.phases as phases
+    from scalinglab.phases.base import FIRST, JobResources, TrainingGroup
+
+    spec = {**tiny_spec(branches=((16, 20, "C1"), (24, 30, "C2"))), "flops_per_token": 2.0e+9,
+            "N_total": 3_000_000}
+    table = pd.DataFrame({"series_id": ["s", "s"], "label": ["C1", "C2"], "reason": ["", ""]})
+    group = TrainingGroup("g", "runs", "specs", table, {"s": spec})
+    settings = TrainingResources(SLOW, 3.0, "cpu")
+
+    class Wildcards:
+        series = "s"
+        label = "C2"
+
+    stable, c1, c2 = (training_job(spec, label).flops for label in (None, "C1", "C2"))
+    assert c2 > c1
+
+    def rank(flops):
+        return flops / (flops + 1e12)
+
+    series = JobResources.of(settings, group, series_branch_jobs=True).priority(Wildcards, None)
+    per_branch = JobResources.of(settings, group).priority(Wildcards, None)
+    batch = JobResources.of(settings, group, branch=True, labels=["C1", "C2"])
+    branch = JobResources.of(settings, group, branch=True)
+    assert series == pytest.approx(rank(stable + c1 + c2), rel=1e-12)
+    assert per_branch == pytest.approx(rank(stable + c2), rel=1e-12)
+    assert batch.priority(Wildcards, None) == pytest.approx(rank(c1 + c2), rel=1e-12)
+    assert branch.priority(Wildcards, None) == pytest.approx(rank(c2), rel=1e-12)
+    assert FIRST > series > per_branch > batch.priority(Wildcards, None) > 0
+
+    # a spec that a job writes: lowest until it exists, then its FLOPs
+    written = TrainingGroup("v", "runs", "specs", table, None)
+
+    class Input:
+        spec = str(tmp_path / "s.json")
+
+    job = JobResources.of(settings, written, series_branch_jobs=True)
+    assert job.priority(Wildcards, Input) == 0.0
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    assert job.priority(Wildcards, Input) == pytest.approx(series, rel=1e-12)
+
+    # the schedule-law fit (long, beside the refinement round) starts before training
+    cfg = from_dict(StudyConfig, merged_config([str(REPO / "config.yaml")]))
+    steps = {step.name: step for step in phases.steps(cfg, phases.training_groups(cfg))}
+    assert steps["fit_schedule_law"].priority == FIRST
+    assert steps["plot_isoflop"].priority == 0

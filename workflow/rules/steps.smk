@@ -17,6 +17,7 @@ for step in phases.steps(STUDY, TRAINING_GROUPS):
             f"results/logs/{step.name}.log",
         benchmark:
             f"results/benchmarks/{step.name}.tsv"
+        priority: step.priority
         conda:
             "../envs/scalinglab.yaml"
         params:

@@ -10,7 +10,11 @@
 from scalinglab.phases.base import TOKENS_DIR
 
 for group in TRAINING_GROUPS:
-    stable_job = JobResources.of(TRAINING_RESOURCES, group)
+    stable_job = JobResources.of(
+        TRAINING_RESOURCES,
+        group,
+        series_branch_jobs=STUDY.resources.branch_jobs == "series",
+    )
     branch_job = JobResources.of(TRAINING_RESOURCES, group, branch=True)
     threads = group.threads or STUDY.resources.gpus_per_run
 
@@ -37,9 +41,8 @@ for group in TRAINING_GROUPS:
             f"results/benchmarks/train_stable_{group.name}/{{series}}.tsv"
         wildcard_constraints:
             series=group.series_constraint,
-        # stable runs before branches: a stable run is a round's longest job and the only way
-        # to its branches, so one started last leaves a core idle while it and its branches end
-        priority: 1
+        # longest first, counting the branches that wait for it (JobResources.priority)
+        priority: stable_job.priority
         conda:
             "../envs/scalinglab.yaml"
         threads: threads
@@ -89,6 +92,7 @@ for group in TRAINING_GROUPS:
                 f"results/benchmarks/decay_branches_{group.name}/{{series}}.tsv"
             wildcard_constraints:
                 series=series_constraint,
+            priority: batch_job.priority
             conda:
                 "../envs/scalinglab.yaml"
             threads: threads
@@ -129,6 +133,7 @@ for group in TRAINING_GROUPS:
             wildcard_constraints:
                 series=group.series_constraint,
                 label=one_of(group.labels),
+            priority: branch_job.priority
             conda:
                 "../envs/scalinglab.yaml"
             threads: threads

@@ -18,6 +18,7 @@ cosine has two (the WSD series branch per budget x fraction x shape, the cosine 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from inspect import signature
@@ -135,39 +136,65 @@ class TrainingGroup:
                 for row in trained(self.table).itertuples()]
 
 
+# Training jobs take priorities in [0, 1), longest first (`JobResources.priority`); a Step that
+# should start before any of them, because it is long and runs beside them, takes FIRST.
+FIRST = 1.0
+# the FLOPs at which a training job's priority is one half (any scale orders them the same)
+_PRIORITY_FLOPS = 1e12
+
+
 @dataclass(frozen=True)
 class JobResources:
     """The `resources` functions of one training rule: runtime (the FLOPs of the job, margin,
     throughput, attempt), mem_mb (N_total of its model), gpu, gpu_model and slurm_extra, all
-    from `training.resources`. `branch`: the rule decays a branch (its label a wildcard)."""
+    from `training.resources`; and its `priority`. `branch`: the rule decays a branch (its label
+    a wildcard). `series_branch_jobs`: one job decays each series' branches after its stable
+    run (`resources.branch_jobs: series`)."""
 
     settings: TrainingResources
     group: TrainingGroup
     branch: bool = False
     # a job that decays these branches in turn (`resources.branch_jobs: series`), not one
     labels: tuple[str, ...] = ()
+    series_branch_jobs: bool = False
 
     @classmethod
     def of(cls, settings: TrainingResources, group: TrainingGroup,
-           branch: bool = False, labels=()) -> JobResources:
+           branch: bool = False, labels=(), series_branch_jobs: bool = False) -> JobResources:
         if not group.data_parallel:
             settings = TrainingResources(settings.flops_per_second, settings.margin,
                                          settings.device, settings.requested_gpu_model, 1)
-        return cls(settings, group, branch, tuple(labels))
+        return cls(settings, group, branch, tuple(labels), series_branch_jobs)
 
-    def _job(self, wildcards, input):
+    def _spec(self, wildcards, input) -> RunSpec:
         if self.group.specs is None:  # a spec that a job writes: read it once it exists
             with open(input.spec) as f:
-                spec = json.load(f)
-        else:
-            spec = self.group.spec(wildcards)
+                return RunSpec.of(json.load(f))
+        return RunSpec.of(self.group.spec(wildcards))
+
+    def _job(self, wildcards, input):
+        run = self._spec(wildcards, input)
         if self.labels:
             # a dynamic group's job names every label; it decays only those its plan trains
-            run = RunSpec.of(spec)
             jobs = [training_job(run, label) for label in self.labels
                     if run.branch(label) is not None and run.branch(label).trained]
             return TrainingJob(sum(job.flops for job in jobs), int(run.N_total))
-        return training_job(spec, wildcards.label if self.branch else None)
+        return training_job(run, wildcards.label if self.branch else None)
+
+    def priority(self, wildcards, input) -> float:
+        """Longest first, by the FLOPs that wait on the job: its own, and for a stable run those
+        of the branches after it (their one job under `series_branch_jobs`, else the longest).
+        Snakemake starts the ready jobs of highest priority first; a long stable run left to the
+        last would run, then its branches, with the other cores idle. A job whose spec another
+        job writes has not got one when the DAG is built: it ranks lowest until then."""
+        if self.group.specs is None and not os.path.exists(input.spec):
+            return 0.0
+        flops = self._job(wildcards, input).flops
+        if not self.branch and self.group.decays:
+            run = self._spec(wildcards, input)
+            after = [training_job(run, b.label).flops for b in run.branches if b.trained]
+            flops += (sum(after) if self.series_branch_jobs else max(after)) if after else 0.0
+        return flops / (flops + _PRIORITY_FLOPS)
 
     def runtime(self, wildcards, input, attempt):
         return self.settings.runtime(self._job(wildcards, input), attempt)
@@ -229,6 +256,8 @@ class Step:
     outputs: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    # Snakemake's priority: 0 waits for the training jobs that are ready with it, FIRST does not
+    priority: float = 0.0
 
     def command_line(self, wildcards, input, output) -> str:
         """`command` with its files and params filled in: the rule's `params.command`. Snakemake

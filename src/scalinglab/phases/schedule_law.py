@@ -23,7 +23,7 @@ import pandas as pd
 from scalinglab.errors import UserError
 from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law
 from scalinglab.fitting.schedule_law import Curve, predict, relative_errors
-from scalinglab.phases.base import STUDY_SPEC, Phase, Step, group_named
+from scalinglab.phases.base import FIRST, STUDY_SPEC, Phase, Step, group_named
 from scalinglab.phases.isoflop import round_file
 from scalinglab.training.metrics import RUN_COLUMNS
 from scalinglab.training.schedule import Schedule
@@ -222,7 +222,10 @@ class ScheduleLaw(Phase):
                  " {input.specs} --out {output.fit} --lr-out {output.lr} --figure {output.figure}",
                  inputs={"curves": round_file(0, "curves.csv"), "specs": specs},
                  outputs={"fit": FIT, "lr": LR_TABLE},
-                 figures={"figure": (FIGURE, "schedule_law.rst", "Schedules")}),
+                 figures={"figure": (FIGURE, "schedule_law.rst", "Schedules")},
+                 # about 90 s in the default study, ready with the refinement round: beside its
+                 # training, not after it
+                 priority=FIRST),
             Step("predict_budgets", "schedule-law predict --fit {input.fit} --specs {input.specs}"
                  " --config {input.spec} --out {output.predicted}",
                  inputs={"fit": FIT, "specs": specs, "spec": STUDY_SPEC},
