@@ -184,6 +184,27 @@ def test_bootstrap_over_curves_covers_truth_and_fits_each_multiset_once():
     np.testing.assert_array_equal(boot.samples, again.samples)
 
 
+def test_a_refit_without_one_curve_is_the_fit_of_the_others():
+    """Leave-one-out from the full fit's optimum: on noisy curves it lands where a multi-start
+    fit of the other curves lands, and it predicts the left-out curve from those alone."""
+    curves = synthetic_curves("mpl", UPSTREAM_400M, ["constant", "cosine", "step", "wsd"],
+                              noise=1e-3, seed=2)
+    fit = schedule_fit.fit_schedule_law(curves, "mpl")
+    for i in range(len(curves)):
+        others = curves[:i] + curves[i + 1:]
+        refit = schedule_fit.refit_without(curves, fit, i)
+        cold = schedule_fit.fit_schedule_law(others, "mpl")
+        assert refit.n_curves == 3 and refit.n_points == sum(len(c.steps) for c in others)
+        assert refit.objective == pytest.approx(cold.objective, rel=1e-3, abs=1e-9)
+        held = curves[i]
+        np.testing.assert_allclose(refit.predict(held.lr, held.steps),
+                                   cold.predict(held.lr, held.steps), rtol=2e-3)
+        # not the full fit: the left-out curve's noise is not in it
+        assert refit.params != fit.params
+    with pytest.raises(schedule_fit.ScheduleFitError, match="at least three"):
+        schedule_fit.refit_without(curves[:2], schedule_fit.fit_schedule_law(curves[:2]), 0)
+
+
 # ------------------------------------------------------------------------- the CLI
 
 

@@ -239,6 +239,37 @@ def fit_schedule_law(
     )
 
 
+def refit_without(curves: list[Curve], fit: ScheduleFit, left_out: int) -> ScheduleFit:
+    """`fit` (of `curves`) refitted without curve `left_out`, from `fit`'s optimum, as every
+    bootstrap refit starts: a leave-one-out error. (When that refit runs out of evaluations,
+    the other curves are fitted from the grid of starts instead.) The grid of starts every
+    time would cost about 17x as much (88 s against 5 s over the default study's 109
+    branches); on those, the two give the same prediction for the median branch (to 1e-9) and
+    median errors of 0.453% (grid) and 0.467% (this)."""
+    if not 0 <= left_out < len(curves):
+        raise IndexError(f"curve {left_out} of {len(curves)}")
+    if len(curves) < 3:
+        raise ScheduleFitError("leaving a curve out needs at least three")
+    lam = fit.fixed.get("lambda", TISSUE_LAMBDA)
+    model = _prepare(curves, fit.form, lam)
+    counts = [0 if i == left_out else 1 for i in range(len(curves))]
+    theta, obj, res = _refine(model, fit.theta, counts, fit.huber_delta)
+    if not np.isfinite(obj) or res.status <= 0:  # out of evaluations: from the grid of starts
+        others = curves[:left_out] + curves[left_out + 1:]
+        return fit_schedule_law(others, fit.form, huber_delta=fit.huber_delta, lam=lam)
+    return ScheduleFit(
+        form=fit.form,
+        params={n: float(v) for n, v in zip(model.names, np.exp(theta), strict=True)},
+        objective=obj,
+        n_points=sum(len(c.steps) for i, c in enumerate(curves) if i != left_out),
+        n_curves=len(curves) - 1,
+        huber_delta=fit.huber_delta,
+        n_starts=1,
+        fixed=fit.fixed,
+        theta=theta,
+    )
+
+
 @dataclass(frozen=True)
 class ScheduleBootstrap:
     """Refits on curves resampled with replacement (the curve, not the point, is the unit:

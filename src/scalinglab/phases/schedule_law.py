@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from scalinglab.errors import UserError
-from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law
+from scalinglab.fitting.schedule_fit import ScheduleFitError, fit_schedule_law, refit_without
 from scalinglab.fitting.schedule_law import Curve, predict, relative_errors
 from scalinglab.phases.base import FIRST, STUDY_SPEC, Phase, Step, group_named
 from scalinglab.phases.isoflop import round_file
@@ -106,8 +106,9 @@ def _final_error(fit, curve: Curve) -> dict:
 
 def analyse(curves: pd.DataFrame, specs: list[dict]) -> dict:
     """Per series: the law fitted on all its curves, and each branch's leave-one-out error on
-    its final loss (the law fitted on the other curves). A series with too few curves to
-    leave one out (fewer than three) reports the in-sample errors only."""
+    its final loss (the law refitted on the other curves, from the series' fit:
+    `refit_without`). A series with too few curves to leave one out (fewer than three) reports
+    the in-sample errors only."""
     sizes = []
     for spec in sorted(specs, key=lambda s: s["N"]):
         fitted = series_curves(curves, spec)
@@ -123,10 +124,9 @@ def analyse(curves: pd.DataFrame, specs: list[dict]) -> dict:
             if curve.name == "stable":
                 continue
             row = {"in_sample": _final_error(fit, curve)}
-            others = fitted[:i] + fitted[i + 1:]
-            if len(others) >= 2:
+            if len(fitted) >= 3:
                 try:
-                    row["leave_one_out"] = _final_error(fit_schedule_law(others), curve)
+                    row["leave_one_out"] = _final_error(refit_without(fitted, fit, i), curve)
                 except ScheduleFitError as err:
                     row["leave_one_out"] = {"error": str(err)}
             branches[curve.name] = row
