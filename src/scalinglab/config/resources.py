@@ -42,9 +42,11 @@ class ResourcesConfig:
                          "side by side; series: one job per series decays its branches in turn, "
                          "each started from its own checkpoint exactly as its own job would, "
                          "which spares every branch the start of Python and torch (about 2 s, "
-                         "a third of a short branch on a 2-core CPU). Only for series planned "
-                         "before the run (a refinement round's branches keep a job each); on a "
-                         "cluster set branch (docs/slurm.md). The outputs are the same files, "
+                         "a third of a short branch on a 2-core CPU). A refinement round's series "
+                         "are planned while the workflow runs: their one rule names every label, "
+                         "and each job writes placeholders (`trained: false`) for the branches "
+                         "its plan leaves out. On a cluster set branch (docs/slurm.md). The "
+                         "outputs are the same files, "
                          "but switching reruns the branches once (--rerun-triggers mtime keeps "
                          "them)",
                   "choices": BRANCH_JOBS},
