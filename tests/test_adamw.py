@@ -85,3 +85,35 @@ def test_zero_grad_clears_or_zeroes():
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
     optimizer.zero_grad()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_cpu_checkpoint_resumes_on_the_kernel_the_job_built():
+    """A CPU job saves fused=None; torch's own load would keep it, so a CUDA job resuming the
+    checkpoint would run the unfused update. The job's kernel wins, the moments still load."""
+    from scalinglab.training.spec import load_optimizer_state
+
+    model = _model()
+    cpu = AdamW(_groups(model), betas=(0.9, 0.95))
+    _train(model, cpu, 3)
+    saved = cpu.state_dict()
+    assert saved["param_groups"][0]["fused"] is None
+
+    resumed = _model(seed=1)
+    resumed.load_state_dict(model.state_dict())
+    fused = torch.optim.AdamW(_groups(resumed), betas=(0.9, 0.95), fused=True)
+    load_optimizer_state(fused, saved)
+    assert [group["fused"] for group in fused.param_groups] == [True, True]
+    assert fused.param_groups[1]["name"] == "vector"
+    assert fused.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]
+    first = next(iter(fused.state.values()))
+    assert float(first["step"]) == 3.0
+
+    # a plain load, as before, leaves the checkpoint's setting in place
+    plain = torch.optim.AdamW(_groups(_model()), betas=(0.9, 0.95), fused=True)
+    plain.load_state_dict(saved)
+    assert plain.param_groups[0]["fused"] is None
+
+    # and a state of other groups is still refused
+    other = torch.optim.AdamW([{"params": list(_model().parameters())}], fused=True)
+    with pytest.raises(ValueError):
+        load_optimizer_state(other, saved)

@@ -217,6 +217,22 @@ def build_optimizer(model: GPT, spec: RunSpec | dict, device: torch.device):
     return AdamW(groups, lr=train["lr"], betas=betas)
 
 
+# how torch runs the update, not what it computes: these belong to the job's device, not to the
+# checkpoint (a CPU job saves fused=None, and torch's load_state_dict would keep it on CUDA)
+_KERNEL_KEYS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer, saved: dict) -> None:
+    """Load `saved` (moments, steps, hyperparameters) into `optimizer`, keeping the kernel it
+    was built with: a checkpoint saved on a CPU and resumed on CUDA runs the fused kernel."""
+    groups = [{**theirs, **{key: ours[key] for key in _KERNEL_KEYS if key in ours}}
+              for theirs, ours in zip(saved["param_groups"], optimizer.param_groups,
+                                      strict=False)]
+    # any groups past ours stay, so that the load refuses a state with other groups
+    groups += saved["param_groups"][len(groups):]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 def make_schedule(spec: RunSpec | dict, total_steps: int, decay_start: int | None,
                   shape: str | None = None) -> Schedule:
     """`shape` overrides the spec's decay shape: a branch may name its own (the stable phase

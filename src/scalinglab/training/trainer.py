@@ -36,7 +36,13 @@ from scalinglab.training.batches import TokenData
 from scalinglab.training.distributed import World
 from scalinglab.training.live import LiveLog
 from scalinglab.training.schedule import Schedule
-from scalinglab.training.spec import RunSpec, build_model, build_optimizer, computed_spec
+from scalinglab.training.spec import (
+    RunSpec,
+    build_model,
+    build_optimizer,
+    computed_spec,
+    load_optimizer_state,
+)
 
 EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; SLURM and Snakemake retry it
 
@@ -109,7 +115,7 @@ class Trainer:
             self.metrics = list(state["metrics"])
             return
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         checkpoint.restore_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
