@@ -14,7 +14,7 @@ import torch
 
 from helpers import read_metrics, tiny_spec, write_spec, write_token_dir
 from scalinglab.errors import UserError
-from scalinglab.training import jobs
+from scalinglab.training import jobs, provenance
 from scalinglab.training.schedule import Schedule
 from scalinglab.training.spec import RunSpec, make_schedule, read_spec
 from scalinglab.training.trainer import EXIT_PREEMPTED, Trainer
@@ -81,7 +81,8 @@ def test_decay_branch_equals_uninterrupted_wsd_run(tokens, tmp_path):
     assert not (tmp_path / "C2" / "resume.pt").exists()
 
 
-def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(tokens, tmp_path):
+def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(
+        tokens, tmp_path, monkeypatch):
     # resources.branch_jobs: series, against a job per branch: the same curves, to the bit
     spec = tiny_spec(stable_steps=24, branches=((16, 20, "C1"), (24, 30, "C2")))
     spec_path = write_spec(tmp_path / "spec.json", spec)
@@ -89,8 +90,11 @@ def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(toke
     checkpoints = [tmp_path / "stable" / f"branch-{label}.pt" for label in ("C1", "C2")]
     for label, checkpoint in zip(("C1", "C2"), checkpoints, strict=True):
         jobs.decay_branch(spec_path, label, checkpoint, tokens, tmp_path / "one" / label)
+    resets = []  # the peak memory starts over before the second branch, not before the first
+    monkeypatch.setattr(provenance, "reset_peak_memory", lambda device: resets.append(device))
     jobs.decay_branch(spec_path, ["C1", "C2"], checkpoints, tokens,
                       [tmp_path / "together" / label for label in ("C1", "C2")])
+    assert len(resets) == 1
     for label in ("C1", "C2"):
         alone = read_metrics(tmp_path / "one" / label / "metrics.jsonl")
         together = read_metrics(tmp_path / "together" / label / "metrics.jsonl")
@@ -275,3 +279,16 @@ def test_run_spec_round_trips_and_names_a_bad_key(tmp_path):
         RunSpec.from_dict({**spec, "extra": 1})
     with pytest.raises(UserError, match=r"branches\[0\]: key 'decay_start' should be int"):
         RunSpec.from_dict({**spec, "branches": [{**spec["branches"][0], "decay_start": "16"}]})
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_the_peak_memory_starts_over_from_what_is_resident():
+    before = provenance.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
+    block = torch.ones(48 * 2**20)  # 192 MiB, given back to the system when freed
+    block += 1
+    del block
+    high = provenance.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
+    assert high > before + 150 * 2**20 or high > 190 * 2**20
+    assert provenance.reset_peak_memory(torch.device("cpu"))
+    low = provenance.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
+    assert low < high - 150 * 2**20

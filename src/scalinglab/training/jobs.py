@@ -226,6 +226,8 @@ def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
                               f"{', '.join(labels[index:])} not started; exiting so the job "
                               "is retried", file=sys.stderr)
                     raise SystemExit(EXIT_PREEMPTED)
+                if index:  # each branch's run.json reports its own peak, as its own job would
+                    provenance.reset_peak_memory(device)
                 trainer = Trainer(spec, data_dir, device, world)
                 live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {branch.label}")
                 try:

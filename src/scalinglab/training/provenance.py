@@ -60,11 +60,25 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_rss_bytes": int(peak_rss), "peak_cuda_bytes": cuda}
 
 
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start the peak over from what is resident now, so that a job training several runs in
+    turn reports each one's own peak. Linux resets the resident peak (and with it ru_maxrss)
+    on a write of 5 to clear_refs; elsewhere the process peak stays, and False says so."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def record(spec: dict, data_meta: dict, device: torch.device, *, started: float) -> dict:
     """The provenance of a run whose job began training at `started` (time.time()) and ends now.
 
     `job_seconds` is this job's wall time from that start; a resumed job counts from its own
-    start. Memory is this process's (rank 0's, under data parallelism).
+    start. Memory is this process's (rank 0's, under data parallelism) since it started or
+    since `reset_peak_memory`.
     """
     finished = time.time()
     return {
