@@ -105,6 +105,38 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         print(f"branch-{label}.pt: largest weight difference {largest:.2e}")
 
 
+def test_two_processes_decay_a_series_in_one_job_as_one_process_does(tmp_path):
+    """resources.branch_jobs: series under torchrun: each rank decays the branches in turn, and
+    rank 0 writes each branch's outputs, those of one process decaying them one by one."""
+    tokens = write_token_dir(tmp_path / "tokens")
+    spec_path = write_spec(tmp_path / "spec.json", tiny_spec(stable_steps=24))
+    jobs.train_stable(spec_path, tokens, tmp_path / "stable")
+    labels = ("C1", "C2")
+    checkpoints = [tmp_path / "stable" / f"branch-{label}.pt" for label in labels]
+    for label, path in zip(labels, checkpoints, strict=True):
+        jobs.decay_branch(spec_path, label, path, tokens, tmp_path / "one" / label)
+
+    args = ["train", "branch", "--spec", spec_path, "--label", *labels,
+            "--checkpoint", *checkpoints, "--data-dir", tokens,
+            "--out-dir", *(tmp_path / "two" / label for label in labels),
+            "--threads", "2", "--processes", "2"]
+    command = f"python -m scalinglab {shlex.join(str(a) for a in args)}"
+    done = subprocess.run(command, shell=True, env=_env(), capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for label in labels:
+        one = read_metrics(tmp_path / "one" / label / "metrics.jsonl")
+        two = read_metrics(tmp_path / "two" / label / "metrics.jsonl")
+        assert len(one) >= 2 and [r["step"] for r in two] == [r["step"] for r in one]
+        for a, b in zip(one, two, strict=True):
+            assert b["lr"] == a["lr"]
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=LOSS_RTOL), label
+        record = json.loads((tmp_path / "two" / label / "run.json").read_text())
+        assert record["label"] == label and record["processes"] == 2
+        assert record["final_val_loss"] == pytest.approx(two[-1]["val_loss"], rel=0)
+        assert not (tmp_path / "two" / label / "resume.pt").exists()
+
+
 def test_a_stop_signal_on_another_rank_stops_this_one_too(tmp_path, monkeypatch):
     """The loop stops on the flag the ranks agree on, not on its own signal only: here the
     'other rank' (World.any) reports a signal after step 7, and this process saves and exits."""
