@@ -18,6 +18,7 @@ from scalinglab.phases import (
     variants,
     wsd_vs_cosine,
 )
+from scalinglab.phases.base import FIRST
 from scalinglab.training.resources import (
     MIN_RUNTIME_MINUTES,
     PREEMPTION_SIGNAL,
@@ -131,15 +132,15 @@ RUN_JSON = re.compile(r"results/runs/(\w+)/([^/,\s]+)/([^/,\s]+)/run\.json")
 
 
 def planned_jobs(output: str) -> list[dict]:
-    """rule, output and resources of every job a dry run lists."""
+    """rule, output, resources and priority of every job a dry run lists."""
     jobs = []
-    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
+    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", output, flags=re.MULTILINE)[1:]:
         name, _, body = block.partition(":\n")
         fields = dict(re.findall(r"^    (\w+): (.*)$", body, flags=re.MULTILINE))
         resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ")
                          if "=" in item)
         jobs.append({"rule": name.strip(), "output": fields.get("output", ""),
-                     "resources": resources})
+                     "resources": resources, "priority": float(fields.get("priority", 0))})
     return jobs
 
 
@@ -198,6 +199,13 @@ def test_every_training_job_of_every_phase_asks_for_its_flops_a_gpu_and_the_sign
             "gpu": "1", "gpu_model": "h100", "slurm_extra": "--signal=USR1@180",
         }, (job["rule"], job["output"])
         assert expected.runtime(work) > MIN_RUNTIME_MINUTES, job["rule"]
+    # longest first among the training jobs; the round's short steps before any of them
+    assert all(0 < job["priority"] < FIRST for job in jobs)
+    everything = {job["rule"]: job for job in planned_jobs(result.stdout + result.stderr)}
+    for rule in ("collect_isoflop_round", "fit_isoflop_round", "plan_isoflop_round",
+                 "fit_schedule_law"):
+        assert everything[rule]["priority"] == FIRST, rule
+    assert everything["plot_isoflop"]["priority"] == 0
     # stable runs and branches of different lengths and sizes ask for different times
     by_rule = {}
     for job in jobs:
@@ -304,7 +312,7 @@ def test_a_job_ranks_by_the_flops_that_wait_on_it(tmp_path):
     import pandas as pd
 
     import scalinglab.phases as phases
-    from scalinglab.phases.base import FIRST, JobResources, TrainingGroup
+    from scalinglab.phases.base import JobResources, TrainingGroup
 
     spec = {**tiny_spec(branches=((16, 20, "C1"), (24, 30, "C2"))), "flops_per_token": 2.0e+9,
             "N_total": 3_000_000}

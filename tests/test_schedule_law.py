@@ -205,6 +205,34 @@ def test_a_refit_without_one_curve_is_the_fit_of_the_others():
         schedule_fit.refit_without(curves[:2], schedule_fit.fit_schedule_law(curves[:2]), 0)
 
 
+def test_a_refit_without_one_curve_refuses_too_few_points_and_falls_back_to_the_grid(
+        monkeypatch):
+    curves = synthetic_curves("mpl", UPSTREAM_400M, ["constant", "cosine", "step", "wsd"],
+                              noise=1e-3, seed=2)
+    # three short curves and one long: without the long one, fewer points than parameters
+    short = [sl.Curve(c.lr, c.steps[-2:], c.loss[-2:], c.name) for c in curves[:3]]
+    few = [*short, curves[3]]
+    fit = schedule_fit.fit_schedule_law(few, "mpl")
+    with pytest.raises(schedule_fit.ScheduleFitError, match="points for .* without curve 3"):
+        schedule_fit.refit_without(few, fit, 3)
+
+    # a warm start that runs out of evaluations is replaced by the grid of starts' fit
+    fit = schedule_fit.fit_schedule_law(curves, "mpl")
+    refine = schedule_fit._refine
+
+    def out_of_evaluations(*args, **kwargs):
+        theta, obj, res = refine(*args, **kwargs)
+        res.status = 0
+        return theta, obj, res
+
+    monkeypatch.setattr(schedule_fit, "_refine", out_of_evaluations)
+    fallback = schedule_fit.refit_without(curves, fit, 0)
+    monkeypatch.undo()
+    cold = schedule_fit.fit_schedule_law(curves[1:], "mpl")
+    assert fallback.n_starts == cold.n_starts > 1
+    assert fallback.objective == pytest.approx(cold.objective, rel=1e-9)
+
+
 # ------------------------------------------------------------------------- the CLI
 
 

@@ -12,7 +12,7 @@ from scalinglab.phases import (
     one_of,
     schedule_law,
 )
-from scalinglab.phases.base import TOKENS_DIR
+from scalinglab.phases.base import FIRST, TOKENS_DIR
 from scalinglab.training.resources import TrainingResources
 from snakemake.utils import validate
 

@@ -16,6 +16,8 @@ rule fit_isoflop_round:
         "results/benchmarks/fit_isoflop_round/{round}.tsv"
     wildcard_constraints:
         round=one_of(str(r) for r in range(ISOFLOP_ROUNDS)),
+    # short, and it unlocks the next round's training: before any ready training job
+    priority: FIRST
     conda:
         "../envs/scalinglab.yaml"
     shell:
@@ -52,6 +54,8 @@ checkpoint plan_isoflop_round:
         "results/benchmarks/plan_isoflop_round/{round}.tsv"
     wildcard_constraints:
         round=one_of(str(r) for r in range(1, ISOFLOP_ROUNDS + 1)),
+    # short, and it unlocks the next round's training: before any ready training job
+    priority: FIRST
     localrule: True
     conda:
         "../envs/scalinglab.yaml"

@@ -18,6 +18,8 @@ rule collect_isoflop_round:
     wildcard_constraints:
         # round 0 always: the schedule law fits the first grid's curves
         round=one_of(str(r) for r in range(max(ISOFLOP_ROUNDS, 1))),
+    # short, and it unlocks the next round's training: before any ready training job
+    priority: FIRST
     conda:
         "../envs/scalinglab.yaml"
     shell:

@@ -250,6 +250,10 @@ def refit_without(curves: list[Curve], fit: ScheduleFit, left_out: int) -> Sched
         raise IndexError(f"curve {left_out} of {len(curves)}")
     if len(curves) < 3:
         raise ScheduleFitError("leaving a curve out needs at least three")
+    kept = sum(len(c.steps) for i, c in enumerate(curves) if i != left_out)
+    if kept <= len(PARAM_NAMES[fit.form]):  # as fit_schedule_law(others) would refuse
+        raise ScheduleFitError(f"{kept} points for {len(PARAM_NAMES[fit.form])} parameters "
+                               f"without curve {left_out}")
     lam = fit.fixed.get("lambda", TISSUE_LAMBDA)
     model = _prepare(curves, fit.form, lam)
     counts = [0 if i == left_out else 1 for i in range(len(curves))]
@@ -261,7 +265,7 @@ def refit_without(curves: list[Curve], fit: ScheduleFit, left_out: int) -> Sched
         form=fit.form,
         params={n: float(v) for n, v in zip(model.names, np.exp(theta), strict=True)},
         objective=obj,
-        n_points=sum(len(c.steps) for i, c in enumerate(curves) if i != left_out),
+        n_points=kept,
         n_curves=len(curves) - 1,
         huber_delta=fit.huber_delta,
         n_starts=1,

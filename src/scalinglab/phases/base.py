@@ -136,8 +136,9 @@ class TrainingGroup:
                 for row in trained(self.table).itertuples()]
 
 
-# Training jobs take priorities in [0, 1), longest first (`JobResources.priority`); a Step that
-# should start before any of them, because it is long and runs beside them, takes FIRST.
+# Training jobs take priorities in [0, 1), longest first (`JobResources.priority`); a step that
+# should start before any of them takes FIRST: one that is long and runs beside them (the
+# schedule-law fit), and the short ones that unlock a refinement round's training.
 FIRST = 1.0
 # the FLOPs at which a training job's priority is one half (any scale orders them the same)
 _PRIORITY_FLOPS = 1e12
@@ -185,8 +186,11 @@ class JobResources:
         """Longest first, by the FLOPs that wait on the job: its own, and for a stable run those
         of the branches after it (their one job under `series_branch_jobs`, else the longest).
         Snakemake starts the ready jobs of highest priority first; a long stable run left to the
-        last would run, then its branches, with the other cores idle. A job whose spec another
-        job writes has not got one when the DAG is built: it ranks lowest until then."""
+        last would run, then its branches, with the other cores idle. Snakemake's scheduler
+        maximises the sum of the priorities it starts, and this scale is concave: among jobs
+        of several threads (a 2-thread validation run), two short ones can outrank one long.
+        (A spec not yet on disk ranks lowest: the round's checkpoint writes them all before
+        its jobs join the DAG, so this is a guard.)"""
         if self.group.specs is None and not os.path.exists(input.spec):
             return 0.0
         flops = self._job(wildcards, input).flops
