@@ -91,10 +91,16 @@ def test_one_job_decaying_several_branches_writes_what_their_own_jobs_write(
     for label, checkpoint in zip(("C1", "C2"), checkpoints, strict=True):
         jobs.decay_branch(spec_path, label, checkpoint, tokens, tmp_path / "one" / label)
     resets = []  # the peak memory starts over before the second branch, not before the first
-    monkeypatch.setattr(provenance, "reset_peak_memory", lambda device: resets.append(device))
+    monkeypatch.setattr(provenance, "reset_peak_memory",
+                        lambda device: resets.append(device) or False)  # as on macOS
     jobs.decay_branch(spec_path, ["C1", "C2"], checkpoints, tokens,
                       [tmp_path / "together" / label for label in ("C1", "C2")])
     assert len(resets) == 1
+    # a system that cannot start it over: the second branch's run.json says whose peak it is
+    assert [json.loads((tmp_path / "together" / label / "run.json").read_text())[
+        "peak_memory_of"] for label in ("C1", "C2")] == ["branch", "job"]
+    assert json.loads((tmp_path / "one" / "C2" / "run.json").read_text())[
+        "peak_memory_of"] == "branch"
     for label in ("C1", "C2"):
         alone = read_metrics(tmp_path / "one" / label / "metrics.jsonl")
         together = read_metrics(tmp_path / "together" / label / "metrics.jsonl")

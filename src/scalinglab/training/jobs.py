@@ -226,13 +226,14 @@ def decay_branch(spec_path, label, checkpoint_path, data_dir, out_dir,
                               f"{', '.join(labels[index:])} not started; exiting so the job "
                               "is retried", file=sys.stderr)
                     raise SystemExit(EXIT_PREEMPTED)
-                if index:  # each branch's run.json reports its own peak, as its own job would
-                    provenance.reset_peak_memory(device)
+                # each branch's run.json reports its own peak, as its own job would, where the
+                # system lets a process start its peak over (Linux); it says which it is
+                own_peak = index == 0 or provenance.reset_peak_memory(device)
                 trainer = Trainer(spec, data_dir, device, world)
                 live = _live_log(trainer, Path(out_dir), f"{spec.series_id} {branch.label}")
                 try:
                     late = _decay_branch(trainer, branch, Path(checkpoint_path), Path(out_dir),
-                                         live)
+                                         live, peak_memory_of="branch" if own_peak else "job")
                 finally:
                     if live is not None:
                         live.close()
@@ -253,9 +254,10 @@ def write_untrained(branch: BranchSpec, out_dir: Path) -> None:
 
 
 def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, out_dir: Path,
-                  live: LiveLog | None = None) -> int | None:
+                  live: LiveLog | None = None, peak_memory_of: str = "branch") -> int | None:
     """Decay one branch and write its outputs; the signal that came while they were written,
-    if one did (training itself stops on a signal, saving resume.pt)."""
+    if one did (training itself stops on a signal, saving resume.pt). `peak_memory_of`: whether
+    run.json's peak memory is this branch's or that of the job's branches so far."""
     spec, label = trainer.spec, branch.label
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / RESUME_FILE
@@ -288,6 +290,7 @@ def _decay_branch(trainer: Trainer, branch: BranchSpec, checkpoint_path: Path, o
             "kind": "branch", "label": label, "run_id": branch.run_id, "C": branch.C,
             "D": branch.D, "steps": trainer.step, "final_val_loss": final_loss,
             "wall_seconds": trainer.elapsed, **_final_accuracy(trainer, task),
+            "peak_memory_of": peak_memory_of,
         })
         if live is not None:
             live.finish()
