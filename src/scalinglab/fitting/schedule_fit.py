@@ -194,10 +194,15 @@ def _prepare(curves: list[Curve], form: str, lam: float) -> _Model:
             raise ScheduleFitError(f"{c.name}: a training curve needs positive losses")
         if not forward_area(c.lr, c.steps[:1])[0] > 0:
             raise ScheduleFitError(f"{c.name}: the LR sum is 0 at its first evaluation step")
-    n = sum(len(c.steps) for c in curves)
-    if n <= len(PARAM_NAMES[form]):
-        raise ScheduleFitError(f"{n} points for {len(PARAM_NAMES[form])} parameters")
+    _require_points(sum(len(c.steps) for c in curves), form)
     return _Model(form, curves, lam)
+
+
+def _require_points(n: int, form: str, without: str = "") -> None:
+    """More points than `form` has parameters, or the fit is not determined (scipy's trf would
+    return one anyway)."""
+    if n <= len(PARAM_NAMES[form]):
+        raise ScheduleFitError(f"{n} points for {len(PARAM_NAMES[form])} parameters{without}")
 
 
 def fit_schedule_law(
@@ -251,9 +256,7 @@ def refit_without(curves: list[Curve], fit: ScheduleFit, left_out: int) -> Sched
     if len(curves) < 3:
         raise ScheduleFitError("leaving a curve out needs at least three")
     kept = sum(len(c.steps) for i, c in enumerate(curves) if i != left_out)
-    if kept <= len(PARAM_NAMES[fit.form]):  # as fit_schedule_law(others) would refuse
-        raise ScheduleFitError(f"{kept} points for {len(PARAM_NAMES[fit.form])} parameters "
-                               f"without curve {left_out}")
+    _require_points(kept, fit.form, without=f" without curve {left_out}")
     lam = fit.fixed.get("lambda", TISSUE_LAMBDA)
     model = _prepare(curves, fit.form, lam)
     counts = [0 if i == left_out else 1 for i in range(len(curves))]

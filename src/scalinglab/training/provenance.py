@@ -63,7 +63,8 @@ def peak_memory(device: torch.device) -> dict:
 def reset_peak_memory(device: torch.device) -> bool:
     """Start the peak over from what is resident now, so that a job training several runs in
     turn reports each one's own peak. Linux resets the resident peak (and with it ru_maxrss)
-    on a write of 5 to clear_refs; elsewhere the process peak stays, and False says so."""
+    on a write of 5 to clear_refs; elsewhere the resident peak stays, and False says so (the
+    CUDA peak starts over either way)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
